@@ -1,0 +1,260 @@
+"""Who is calling: Better Auth JWTs, verified with the shared secret and/or the JWKS."""
+import json
+import logging
+import math
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPBearer
+
+from config import Settings
+from errors import Unauthorized
+
+log = logging.getLogger("task_api.auth")
+
+MAX_TOKEN_BYTES = 8 * 1024
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+# What each kind of public key may sign with. The key decides, never the token header alone.
+ALGORITHMS_BY_KEY = {
+    ("OKP", "Ed25519"): ("EdDSA",),
+    ("EC", "P-256"): ("ES256",),
+    ("RSA", None): ("RS256", "PS256"),
+}
+PUBLIC_KEY_ALGORITHMS = tuple(alg for algs in ALGORITHMS_BY_KEY.values() for alg in algs)
+VERIFIED_CACHE_SIZE = 10_000
+# How long a verified token may skip the signature check; bounds how late a key removed
+# from the JWKS stops being honoured. Expiry is still checked on every request.
+VERIFIED_CACHE_SECONDS = 60.0
+
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    scheme_name="BetterAuthJWT",
+    bearerFormat="JWT",
+    description="A JWT from Better Auth (jwt plugin, or HS256 with the shared BETTER_AUTH_SECRET).",
+)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    key: jwt.PyJWK
+    algorithms: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Principal:
+    user_id: str
+    email: str | None
+    name: str | None
+
+
+class JwksKeys:
+    """Better Auth's public keys by `kid`: cached, refetched on an unknown `kid` at most once per
+    `refetch_min_seconds`, refreshed after `max_age_seconds`, and kept when the endpoint is down."""
+
+    def __init__(self, url: str, *, refetch_min_seconds: float, max_age_seconds: float, timeout_seconds: float):
+        self.url = url
+        self.refetch_min_seconds = refetch_min_seconds
+        self.max_age_seconds = max_age_seconds
+        self.timeout_seconds = timeout_seconds
+        self._keys: dict[str | None, SigningKey] = {}
+        self._fetched_at = -math.inf
+        self._attempted_at = -math.inf
+        self._lock = threading.Lock()
+
+    def key_for(self, kid: str | None, algorithm: str) -> SigningKey | None:
+        key = self._find(kid, algorithm)
+        is_stale = time.monotonic() - self._fetched_at > self.max_age_seconds
+        if key is None:
+            self.refresh(wait=True)
+            key = self._find(kid, algorithm)
+        elif is_stale:
+            self.refresh(wait=False)  # keep serving the cached key; one request refreshes
+        return key
+
+    def refresh(self, *, wait: bool) -> None:
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            now = time.monotonic()
+            if now - self._attempted_at < self.refetch_min_seconds:
+                return
+            self._attempted_at = now
+            keys = self._fetch()
+            if keys:
+                self._keys, self._fetched_at = keys, time.monotonic()
+        finally:
+            self._lock.release()
+
+    def _find(self, kid: str | None, algorithm: str) -> SigningKey | None:
+        keys = self._keys
+        if kid is None:  # no kid: acceptable only when exactly one key can sign with this algorithm
+            candidates = [key for key in keys.values() if algorithm in key.algorithms]
+            return candidates[0] if len(candidates) == 1 else None
+        return keys.get(kid)
+
+    def _fetch(self) -> dict[str | None, SigningKey]:
+        try:
+            request = urllib.request.Request(self.url, headers={"Accept": "application/json"})
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                document = json.load(response)
+        except (OSError, ValueError) as exc:
+            log.warning("jwks fetch failed; keeping %d cached keys", len(self._keys), extra={"error": str(exc)})
+            return {}
+        keys: dict[str | None, SigningKey] = {}
+        for entry in document.get("keys", []) if isinstance(document, dict) else []:
+            algorithms = allowed_algorithms(entry) if isinstance(entry, dict) else ()
+            if not algorithms or entry.get("use", "sig") != "sig":
+                continue  # a key type we do not verify with; the others still count
+            try:
+                keys[entry.get("kid")] = SigningKey(jwt.PyJWK(entry, algorithm=algorithms[0]), algorithms)
+            except jwt.PyJWTError:
+                continue
+        if not keys:
+            log.warning("jwks document has no usable signing keys", extra={"url": self.url})
+        return keys
+
+
+def allowed_algorithms(jwk: dict[str, Any]) -> tuple[str, ...]:
+    allowed = ALGORITHMS_BY_KEY.get((jwk.get("kty"), jwk.get("crv")), ())
+    declared = jwk.get("alg")
+    return (declared,) if declared in allowed else () if declared else allowed
+
+
+class TokenVerifier:
+    def __init__(self, settings: Settings):
+        self.secret = settings.better_auth_secret.get_secret_value() if settings.better_auth_secret else None
+        self.jwks = (
+            JwksKeys(
+                settings.jwks_endpoint,
+                refetch_min_seconds=settings.jwks_refetch_min_seconds,
+                max_age_seconds=settings.jwks_max_age_seconds,
+                timeout_seconds=settings.jwks_fetch_timeout_seconds,
+            )
+            if settings.jwks_endpoint
+            else None
+        )
+        self.issuers = settings.expected_issuers
+        self.audiences = settings.expected_audiences
+        self.leeway = settings.jwt_leeway_seconds
+        self._verified: dict[str, tuple[Principal, float, float, float]] = {}
+        self._verified_lock = threading.Lock()
+
+    def verify(self, token: str) -> Principal:
+        cached = self._from_cache(token)
+        if cached is not None:
+            return cached
+        claims = self._decode(token)
+        principal = Principal(
+            user_id=claims["sub"], email=_optional_str(claims.get("email")), name=_optional_str(claims.get("name"))
+        )
+        self._remember(token, principal, claims)
+        return principal
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        if len(token) > MAX_TOKEN_BYTES:
+            raise Unauthorized("Token is larger than 8 KiB; this is not a Better Auth session token.", token_given=True)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise Unauthorized("Malformed token: expected a JWT (three base64url parts).", token_given=True)
+        algorithm = header.get("alg")
+        key = self._key_for(algorithm, header.get("kid"))
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[algorithm],
+                leeway=self.leeway,
+                issuer=self.issuers,
+                audience=self.audiences,
+                options={"require": ["exp", "sub"], "verify_aud": self.audiences is not None},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(_explain(exc), token_given=True) from None
+        if not isinstance(claims.get("sub"), str) or not claims["sub"].strip():
+            raise Unauthorized("Token's 'sub' claim must be a non-empty string (the user id).", token_given=True)
+        return claims
+
+    def _key_for(self, algorithm: Any, kid: Any) -> Any:
+        if algorithm in HMAC_ALGORITHMS:
+            if self.secret is None:
+                raise Unauthorized(
+                    "HMAC-signed tokens are not accepted: this service verifies Better Auth's public keys (JWKS).",
+                    token_given=True,
+                )
+            return self.secret
+        if algorithm in PUBLIC_KEY_ALGORITHMS:
+            if self.jwks is None:
+                raise Unauthorized(
+                    "Public-key tokens are not accepted: no JWKS is configured (set BETTER_AUTH_URL or JWKS_URL).",
+                    token_given=True,
+                )
+            key = self.jwks.key_for(kid if isinstance(kid, str) else None, algorithm)
+            if key is None:
+                raise Unauthorized("Token was signed by a key this service does not know (kid).", token_given=True)
+            if algorithm not in key.algorithms:
+                raise Unauthorized("Token algorithm does not match its signing key.", token_given=True)
+            return key.key.key  # the raw public key: PyJWT then checks it against `algorithms`
+        accepted = ", ".join((HMAC_ALGORITHMS if self.secret else ()) + (PUBLIC_KEY_ALGORITHMS if self.jwks else ()))
+        raise Unauthorized(f"Unsupported token algorithm; accepted: {accepted}.", token_given=True)
+
+    def _from_cache(self, token: str) -> Principal | None:
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        principal, expires_at, not_before, cached_until = entry
+        now = time.time()
+        if now >= cached_until or now >= expires_at + self.leeway or now < not_before - self.leeway:
+            self._verified.pop(token, None)
+            return None  # decode again: it raises the precise error, or re-caches
+        return principal
+
+    def _remember(self, token: str, principal: Principal, claims: dict[str, Any]) -> None:
+        entry = (principal, float(claims["exp"]), float(claims.get("nbf", -math.inf)), time.time() + VERIFIED_CACHE_SECONDS)
+        with self._verified_lock:
+            if len(self._verified) >= VERIFIED_CACHE_SIZE:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[token] = entry
+
+
+def _explain(exc: jwt.PyJWTError) -> str:
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "Token has expired. Get a new one from Better Auth (sign in again)."
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "Token is not valid yet (nbf or iat is in the future). Check the clocks."
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"Token is missing the required '{exc.claim}' claim."
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "Token issuer (iss) is not the one this service trusts."
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "Token audience (aud) is not this service."
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "Token signature is invalid."
+    if isinstance(exc, jwt.DecodeError):
+        return "Malformed token: its parts are not valid base64url JSON."
+    return "Token is invalid."
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def get_current_principal(request: Request, _: Annotated[Any, Depends(bearer_scheme)] = None) -> Principal:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("Missing Authorization header. Send: Authorization: Bearer <JWT>.", token_given=False)
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("Authorization header must be 'Bearer <JWT>'.", token_given=False)
+    principal = request.app.state.token_verifier.verify(token)
+    request.state.user_id = principal.user_id  # for the access log and the rate limit
+    return principal
+
+
+CurrentUser = Annotated[Principal, Depends(get_current_principal)]

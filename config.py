@@ -1,0 +1,120 @@
+"""Settings, read once at start from the environment and `.env`, refused when unsafe."""
+from functools import cached_property
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+DEFAULT_SQLITE_URL = "sqlite:///./tasks.db"
+# Values copied from tutorials and templates; a secret that is one of these is no secret.
+KNOWN_PLACEHOLDER_SECRETS = {
+    "your-secret-key-here-change-in-production",
+    "change-me-to-a-random-string-of-32-chars",
+    "better-auth-secret-123456789012345678901234567890",
+}
+
+
+class DatabaseSettings(BaseSettings):
+    """What migrations need: only the database. The service's Settings add the rest."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    database_url: str = Field(
+        DEFAULT_SQLITE_URL, validation_alias=AliasChoices("DATABASE_URL", "NEON_DB_URL", "database_url")
+    )
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def normalise_database_url(cls, url: str | None) -> str:
+        """Accept URLs as Neon and Heroku print them; pin the driver we ship."""
+        url = (url or "").strip() or DEFAULT_SQLITE_URL
+        for prefix in ("postgres://", "postgresql://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg2://" + url[len(prefix):]
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+class Settings(DatabaseSettings):
+    better_auth_secret: SecretStr | None = None
+    better_auth_url: str | None = None
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: int = Field(30, ge=0, le=300)
+    jwks_refetch_min_seconds: float = Field(5.0, ge=0)
+    jwks_max_age_seconds: float = Field(300.0, gt=0)
+    jwks_fetch_timeout_seconds: float = Field(3.0, gt=0)
+
+    cors_origins: str = "http://localhost:3000"
+    rate_limit_per_minute: int = Field(1200, ge=0)
+    redis_url: str | None = None
+
+    db_pool_size: int = Field(10, ge=1)
+    db_max_overflow: int = Field(10, ge=0)
+    db_pool_timeout_seconds: float = Field(3.0, gt=0)
+    db_connect_timeout_seconds: int = Field(3, ge=1)
+    db_pool_recycle_seconds: int = Field(300, ge=1)
+
+    log_level: str = "INFO"
+
+    @field_validator("better_auth_secret", mode="before")
+    @classmethod
+    def refuse_weak_secret(cls, secret: str | None) -> str | None:
+        if secret is None or secret == "":
+            return None
+        if len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                f"BETTER_AUTH_SECRET is {len(secret)} characters; it must be at least "
+                f"{MIN_SECRET_LENGTH}. Use the same secret as your Better Auth server, or generate "
+                "one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        if secret in KNOWN_PLACEHOLDER_SECRETS or len(set(secret)) < 8:
+            raise ValueError("BETTER_AUTH_SECRET is a placeholder or repetitive value; set a random secret.")
+        return secret
+
+    @field_validator("better_auth_url", "jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def blank_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def require_a_way_to_verify_tokens(self) -> "Settings":
+        if self.better_auth_secret is None and self.jwks_endpoint is None:
+            raise ValueError(
+                "No way to verify tokens: set BETTER_AUTH_SECRET (shared secret, HS256) and/or "
+                "BETTER_AUTH_URL or JWKS_URL (Better Auth's JWKS). `make run` writes a dev secret to .env."
+            )
+        return self
+
+    @cached_property
+    def jwks_endpoint(self) -> str | None:
+        if self.jwks_url:
+            return self.jwks_url
+        if self.better_auth_url:
+            return self.better_auth_url.rstrip("/") + "/api/auth/jwks"
+        return None
+
+    @cached_property
+    def expected_issuers(self) -> list[str] | None:
+        return _url_variants(self.jwt_issuer or self.better_auth_url)
+
+    @cached_property
+    def expected_audiences(self) -> list[str] | None:
+        return _url_variants(self.jwt_audience or self.better_auth_url)
+
+    @cached_property
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def _url_variants(value: str | None) -> list[str] | None:
+    """Better Auth writes its base URL as configured; accept it with or without a trailing slash."""
+    if not value:
+        return None
+    return list(dict.fromkeys([value, value.rstrip("/")]))

@@ -1,0 +1,109 @@
+"""The error body every layer answers with, and the typed errors raised from anywhere."""
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.responses import Response
+
+from responses import FastJSONResponse
+
+
+class ApiError(Exception):
+    status_code = 500
+    error_code = "INTERNAL_ERROR"
+    detail = "Something went wrong on our side. Retry later; if it persists, report the X-Request-ID."
+
+    def __init__(self, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any):
+        self.detail = detail or self.detail
+        self.headers = headers or {}
+        self.extra = extra
+        super().__init__(self.detail)
+
+    def to_response(self) -> Response:
+        return error_response(self.status_code, self.error_code, self.detail, self.headers, **self.extra)
+
+
+class BadRequest(ApiError):
+    status_code, error_code = 400, "BAD_REQUEST"
+
+
+class InvalidJson(ApiError):
+    status_code, error_code = 400, "INVALID_JSON"
+
+
+class Unauthorized(ApiError):
+    status_code, error_code = 401, "UNAUTHORIZED"
+
+    def __init__(self, detail: str, *, token_given: bool):
+        challenge = 'Bearer error="invalid_token"' if token_given else "Bearer"
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(ApiError):
+    status_code, error_code = 403, "FORBIDDEN"
+
+
+class TaskNotFound(ApiError):
+    status_code, error_code, detail = 404, "TASK_NOT_FOUND", "Task not found"
+
+
+class NotFound(ApiError):
+    status_code, error_code = 404, "NOT_FOUND"
+
+
+class MethodNotAllowed(ApiError):
+    status_code, error_code = 405, "METHOD_NOT_ALLOWED"
+
+
+class Conflict(ApiError):
+    status_code, error_code = 409, "CONFLICT"
+
+
+class PreconditionFailed(ApiError):
+    status_code, error_code = 412, "PRECONDITION_FAILED"
+    detail = "The task changed since you read it (If-Match does not match its ETag). Fetch it again and retry."
+
+
+class PayloadTooLarge(ApiError):
+    status_code, error_code = 413, "PAYLOAD_TOO_LARGE"
+
+
+class UnsupportedMediaType(ApiError):
+    status_code, error_code = 415, "UNSUPPORTED_MEDIA_TYPE"
+    detail = "Send the body as JSON with the header Content-Type: application/json."
+
+
+class ValidationFailed(ApiError):
+    status_code, error_code = 422, "VALIDATION_ERROR"
+
+    def __init__(self, errors: list[dict[str, str]], detail: str | None = None):
+        summary = detail or "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "Invalid request"
+        super().__init__(summary, errors=errors)
+
+
+class IdempotencyKeyReused(ApiError):
+    status_code, error_code = 422, "IDEMPOTENCY_KEY_REUSED"
+    detail = "This Idempotency-Key was already used with a different body. Use a new key for a new request."
+
+
+class RateLimited(ApiError):
+    status_code, error_code = 429, "RATE_LIMITED"
+
+
+class ServiceUnavailable(ApiError):
+    status_code, error_code = 503, "SERVICE_UNAVAILABLE"
+    detail = "The database is unreachable right now. Retry after the number of seconds in Retry-After."
+
+
+class InternalError(ApiError):
+    pass
+
+
+def utc_timestamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def error_response(
+    status_code: int, error_code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> Response:
+    body = {"detail": detail, "error_code": error_code, "timestamp": utc_timestamp(), **extra}
+    return FastJSONResponse(body, status_code=status_code, headers=headers)

@@ -1,0 +1,154 @@
+"""Wiring: the app, its middleware, routers and error handlers. `app` at the bottom serves uvicorn."""
+import logging
+import threading
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
+
+from auth import TokenVerifier
+from config import Settings
+from db import make_engine
+from errors import ApiError, InvalidJson, MethodNotAllowed, NotFound, ServiceUnavailable, ValidationFailed, error_response
+from logs import configure_logging
+from middleware import BodyGuardMiddleware, RequestContextMiddleware
+from responses import FastJSONResponse
+from routes import health, tasks
+from schemas import ErrorBody
+
+log = logging.getLogger("task_api")
+
+API_DESCRIPTION = """
+A multi-user task API for Next.js + Better Auth frontends.
+
+Every `/api` route needs `Authorization: Bearer <JWT>` from Better Auth (its `jwt()` plugin, verified
+with the JWKS) or an HS256/384/512 token signed with `BETTER_AUTH_SECRET`. The task owner is the
+token's `sub`. Every route exists twice: `/api/tasks...` and `/api/{user_id}/tasks...` (the path's
+user id must equal `sub`, else 403).
+
+Every error is JSON: `{"detail", "error_code", "timestamp"}`, plus `errors: [{field, message}]` on
+422 VALIDATION_ERROR. Every response carries `X-Request-ID`.
+"""
+RETRY_AFTER_SECONDS = "5"
+CORS_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key", "X-Request-ID"]
+CORS_EXPOSED = ["ETag", "Location", "Link", "X-Total-Count", "X-Request-ID", "Retry-After"]
+COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing, malformed, expired or forged token (UNAUTHORIZED)."},
+    422: {"model": ErrorBody, "description": "Invalid parameters or body (VALIDATION_ERROR), with `errors`."},
+    429: {"model": ErrorBody, "description": "Too many requests (RATE_LIMITED); see Retry-After."},
+    500: {"model": ErrorBody, "description": "Unexpected error (INTERNAL_ERROR); nothing internal is exposed."},
+    503: {"model": ErrorBody, "description": "The database is unreachable (SERVICE_UNAVAILABLE); see Retry-After."},
+}
+
+
+def operation_id(route: APIRoute) -> str:
+    """Stable ids, so generated TypeScript clients read `tasks-list_tasks`."""
+    return f"{route.tags[0]}-{route.name}" if route.tags else route.name
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging(settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        verifier: TokenVerifier = app.state.token_verifier
+        if verifier.jwks is not None:  # warm the key cache; failure is logged, not fatal
+            threading.Thread(target=verifier.jwks.refresh, kwargs={"wait": True}, daemon=True).start()
+        yield
+        app.state.engine.dispose()
+
+    app = FastAPIOffline(
+        title="Task API",
+        version="1.0.0",
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=FastJSONResponse,
+        generate_unique_id_function=operation_id,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.engine = make_engine(settings)
+    app.state.token_verifier = TokenVerifier(settings)
+
+    app.include_router(health.router)
+    app.include_router(tasks.router, prefix="/api", tags=["tasks"], responses=COMMON_ERRORS)
+    app.include_router(
+        tasks.router,
+        prefix="/api/{user_id}",
+        tags=["user-tasks"],
+        dependencies=[Depends(tasks.require_path_user)],
+        responses={**COMMON_ERRORS, 403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}},
+    )
+    _add_error_handlers(app)
+
+    # Added innermost first: CORS outermost, so even a crash's 500 carries the CORS headers.
+    app.add_middleware(BodyGuardMiddleware)
+    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origin_list,
+        allow_credentials=True,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        allow_headers=CORS_HEADERS,
+        expose_headers=CORS_EXPOSED,
+        max_age=600,
+    )
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, exc: ApiError) -> Response:
+        return exc.to_response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return NotFound("No such route. See /docs for the routes of this API.").to_response()
+        if exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            return MethodNotAllowed(
+                f"{request.method} is not allowed on this route; allowed: {allowed}.", headers=exc.headers
+            ).to_response()
+        return error_response(exc.status_code, "HTTP_ERROR", str(exc.detail), exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(error["type"] == "json_invalid" for error in errors):
+            return InvalidJson("The body is not valid JSON. Check quotes, commas and brackets.").to_response()
+        return ValidationFailed([_field_error(error) for error in errors]).to_response()
+
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.InterfaceError)
+    @app.exception_handler(sa.exc.TimeoutError)
+    async def database_unavailable(_request: Request, exc: Exception) -> Response:
+        log.warning("database unavailable", extra={"error_type": type(exc).__name__})
+        return ServiceUnavailable(headers={"Retry-After": RETRY_AFTER_SECONDS}).to_response()
+
+
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    """A pydantic error as {field, message}: `title`, `tags.3`, `priority` (no `body.` prefix)."""
+    source, *path = error.get("loc") or ("body",)
+    if source == "query":
+        path = [part for part in path if not isinstance(part, int)]  # `?priority=x&priority=y`: say `priority`
+    field = ".".join(str(part) for part in path) or str(source)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field; remove it (id, user_id and timestamps are set by the server)"
+    elif error["type"] == "missing" and field == "body":
+        message = "a JSON object body is required"
+    elif error["type"] == "conflicting_filters":
+        field = "status"
+    return {"field": field, "message": message}
+
+
+app = create_app()

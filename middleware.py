@@ -1,0 +1,146 @@
+"""Pure ASGI middleware: request id and access log, crash safety net, body size and type."""
+import logging
+import re
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from errors import InternalError, PayloadTooLarge, UnsupportedMediaType
+from logs import request_id_var
+
+access_log = logging.getLogger("task_api.access")
+error_log = logging.getLogger("task_api.error")
+
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+MAX_BODY_BYTES = 64 * 1024
+METHODS_WITH_BODY = {"POST", "PUT", "PATCH"}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+class RequestContextMiddleware:
+    """Gives every response an X-Request-ID, logs one line per request, and turns a crash into
+    a JSON 500 that leaks nothing (the traceback goes to the log, with the request id)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        offered = _header(scope, b"x-request-id")
+        request_id = offered if offered and SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        started = time.perf_counter()
+        status = 500
+        response_started = False
+
+        async def send_with_request_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                status, response_started = message["status"], True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_request_id)
+        except Exception:
+            error_log.exception("unhandled error", extra={"path": scope["path"], "method": scope["method"]})
+            if not response_started:
+                await InternalError().to_response()(scope, receive, send_with_request_id)
+        finally:
+            self._log_access(scope, status, started)
+            request_id_var.reset(token)
+
+    @staticmethod
+    def _log_access(scope: Scope, status: int, started: float) -> None:
+        access_log.info(
+            "request",
+            extra={
+                "method": scope["method"],
+                "route": route_template(scope),
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "user_id": scope.get("state", {}).get("user_id"),
+            },
+        )
+
+
+def route_template(scope: Scope) -> str:
+    """`/api/{user_id}/tasks/{task_id}`, not the concrete path (no ids or user names in metrics).
+
+    FastAPI 0.163 routes into included routers lazily: the matched route's path is relative to
+    the include, whose prefix it records in scope["fastapi"]."""
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    included = scope.get("fastapi", {}).get("included_router")
+    prefix = getattr(getattr(included, "include_context", None), "prefix", "")
+    return prefix + getattr(route, "path", "")
+
+
+class BodyGuardMiddleware:
+    """Refuses bodies over 64 KiB (413) and bodies that are not JSON (415) before any parsing."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in METHODS_WITH_BODY:
+            return await self.app(scope, receive, send)
+        declared_length = _header(scope, b"content-length")
+        if declared_length is not None and declared_length.isdigit() and int(declared_length) > MAX_BODY_BYTES:
+            return await self._too_large(scope, receive, send)
+        body = await self._read_body(receive)
+        if body is None:
+            return await self._too_large(scope, receive, send)
+        if body and not _is_json(_header(scope, b"content-type")):
+            return await UnsupportedMediaType().to_response()(scope, receive, send)
+        await self.app(scope, _replay(body, receive), send)
+
+    @staticmethod
+    async def _read_body(receive: Receive) -> bytes | None:
+        """The whole body, or None once it passes the limit (chunked bodies declare no length)."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
+        error = PayloadTooLarge(f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+        await error.to_response()(scope, receive, send)
+
+
+def _is_json(content_type: str | None) -> bool:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """Hands the app the body we already read, then the client's own messages (disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

@@ -1,0 +1,62 @@
+"""Runs migrations under a lock, so that two processes starting at once take turns: the second
+finds the schema at head and does nothing."""
+import fcntl
+import logging.config
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import context
+from sqlalchemy.engine import make_url
+
+import models  # noqa: F401  (registers the tables on the metadata)
+from config import DatabaseSettings
+from sqlmodel import SQLModel
+
+config = context.config
+if config.config_file_name and not config.attributes.get("database_url"):
+    logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+# Any fixed number: the key of the PostgreSQL advisory lock that serialises migrations.
+MIGRATION_LOCK_KEY = 72_707_369
+
+
+def database_url() -> str:
+    return config.attributes.get("database_url") or DatabaseSettings().database_url
+
+
+@contextmanager
+def migration_lock(connection: sa.Connection):
+    if connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
+            connection.commit()
+    elif connection.dialect.name == "sqlite" and make_url(connection.engine.url).database not in (None, "", ":memory:"):
+        lock_path = Path(make_url(connection.engine.url).database).with_suffix(".migrate-lock")
+        with open(lock_path, "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            yield
+    else:
+        yield
+
+
+def run_migrations() -> None:
+    engine = sa.create_engine(database_url(), poolclass=sa.pool.NullPool)
+    with engine.connect() as connection, migration_lock(connection):
+        context.configure(
+            connection=connection,
+            target_metadata=SQLModel.metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+    engine.dispose()
+
+
+run_migrations()

@@ -1,0 +1,82 @@
+"""The tables, and nothing else. Client-facing rules live in schemas.py."""
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+# Same constraint and index names on SQLite and PostgreSQL, so migrations can name them.
+SQLModel.metadata.naming_convention = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+PRIORITIES = ("low", "medium", "high")
+USER_ID_LENGTH = 255
+TAG_LENGTH = 50
+# Lower-casing can lengthen a string ("İ" becomes two code points); leave room.
+TAG_KEY_LENGTH = 4 * TAG_LENGTH
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """Aware UTC datetimes in and out, on both databases.
+
+    SQLite has no time zones: it stores naive UTC text, which also sorts correctly.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "task"
+    __table_args__ = (
+        sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority_known"),
+        # The list's default order, for one user among many.
+        sa.Index("ix_task_user_id_created_at", "user_id", "created_at", "id"),
+        # Never reuse the id of a deleted task (SQLite would otherwise hand out max(id) + 1 again).
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
+    title: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    description: str | None = Field(default=None, sa_column=sa.Column(sa.String(1000), nullable=True))
+    completed: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False))
+    priority: str = Field(default="medium", sa_column=sa.Column(sa.String(6), nullable=False))
+    # The tags as the client spelled them, in order, read with the row (no join on every list).
+    # TaskTag below indexes them for filtering and counting; both are written in one transaction.
+    tags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    due_date: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+    completed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    # Bumped by every write; the ETag is made from it (two writes in one millisecond differ).
+    version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+class TaskTag(SQLModel, table=True):
+    """One row per tag of a task, keyed case-insensitively, for `?tag=` filters and `/api/tags`."""
+
+    __tablename__ = "task_tag"
+    __table_args__ = (sa.Index("ix_task_tag_user_id_tag_key", "user_id", "tag_key", "task_id"),)
+
+    task_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("task.id", ondelete="CASCADE"), primary_key=True)
+    )
+    tag_key: str = Field(sa_column=sa.Column(sa.String(TAG_KEY_LENGTH), primary_key=True))
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
+    tag: str = Field(sa_column=sa.Column(sa.String(TAG_LENGTH), nullable=False))

@@ -1,0 +1,27 @@
+"""Liveness and readiness, without auth, for load balancers and orchestrators."""
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from db import database_is_reachable
+from errors import ServiceUnavailable
+from responses import FastJSONResponse
+from schemas import ErrorBody, HealthStatus
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=HealthStatus, summary="Liveness: the process answers")
+def health() -> Response:
+    return FastJSONResponse({"status": "ok"})
+
+
+@router.get(
+    "/health/ready",
+    response_model=HealthStatus,
+    summary="Readiness: the database answers",
+    responses={503: {"model": ErrorBody, "description": "The database is unreachable (SERVICE_UNAVAILABLE)."}},
+)
+async def readiness(request: Request) -> Response:
+    if not await run_in_threadpool(database_is_reachable, request.app.state.engine):
+        raise ServiceUnavailable(headers={"Retry-After": "5"})
+    return FastJSONResponse({"status": "ok"})

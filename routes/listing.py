@@ -1,0 +1,103 @@
+"""The list's query parameters, and how they become a filter, an order and Link headers."""
+from typing import Annotated, Any, Literal
+
+import sqlalchemy as sa
+from fastapi import Request
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+from schemas import Priority, UtcDateTime
+from store import TaskFilter, task_table
+
+SortField = Literal["created_at", "created", "updated_at", "due_date", "priority", "title"]
+SORT_ALIASES = {"created": "created_at"}
+ASCENDING_BY_DEFAULT = {"title", "due_date"}
+PRIORITY_RANK = sa.case({"low": 1, "medium": 2, "high": 3}, value=task_table.c.priority)
+SORT_KEYS = {
+    "created_at": task_table.c.created_at,
+    "updated_at": task_table.c.updated_at,
+    "due_date": task_table.c.due_date,
+    "priority": PRIORITY_RANK,
+    "title": sa.func.lower(task_table.c.title),
+}
+
+
+def _lowercase(value: Any) -> Any:
+    """Enumerated values are matched case-insensitively (`?order=DESC` works)."""
+    if isinstance(value, str):
+        return value.strip().lower()
+    if isinstance(value, list):
+        return [_lowercase(item) for item in value]
+    return value
+
+
+class ListQuery(BaseModel):
+    completed: bool | None = Field(None, description="`true`: only completed; `false`: only pending.", examples=[False])
+    status: Annotated[Literal["all", "pending", "completed"] | None, BeforeValidator(_lowercase)] = Field(
+        None, description="The same as `completed`, in the Hackathon spelling.", examples=["pending"]
+    )
+    q: str | None = Field(
+        None, max_length=200, description="Case-insensitive substring of title or description.", examples=["milk"]
+    )
+    priority: Annotated[list[Priority] | None, BeforeValidator(_lowercase)] = Field(
+        None, description="Repeatable: tasks with any of these priorities.", examples=[["high"]]
+    )
+    tag: list[Annotated[str, Field(max_length=50)]] | None = Field(
+        None, description="Repeatable: tasks that carry all of these tags (case-insensitive).", examples=[["home"]]
+    )
+    due_before: UtcDateTime | None = Field(None, description="Due at or before (ISO 8601).", examples=["2026-12-31T23:59:59Z"])
+    due_after: UtcDateTime | None = Field(None, description="Due at or after (ISO 8601).", examples=["2026-12-01T00:00:00Z"])
+    overdue: bool | None = Field(None, description="`true`: not completed and due in the past.", examples=[True])
+    sort: Annotated[SortField, BeforeValidator(_lowercase)] = Field(
+        "created_at", description="Sort key; `created` is an alias of `created_at`.", examples=["due_date"]
+    )
+    order: Annotated[Literal["asc", "desc"] | None, BeforeValidator(_lowercase)] = Field(
+        None, description="Default `desc` for timestamps and priority, `asc` for title and due_date."
+    )
+    limit: int = Field(100, ge=1, le=500, description="Page size, 1 to 500.")
+    offset: int = Field(0, ge=0, le=10_000_000, description="How many matching tasks to skip.")
+
+    @model_validator(mode="after")
+    def status_agrees_with_completed(self) -> "ListQuery":
+        from_status = {"pending": False, "completed": True}.get(self.status or "all")
+        if from_status is not None and self.completed is not None and from_status != self.completed:
+            raise PydanticCustomError("conflicting_filters", "completed and status ask for different tasks; send one")
+        return self
+
+    def to_filter(self, user_id: str) -> TaskFilter:
+        completed = self.completed
+        if completed is None and self.status in ("pending", "completed"):
+            completed = self.status == "completed"
+        return TaskFilter(
+            user_id=user_id,
+            completed=completed,
+            text=self.q,
+            priorities=self.priority,
+            tags=self.tag,
+            due_before=self.due_before,
+            due_after=self.due_after,
+            overdue=self.overdue,
+        )
+
+    def order_by(self) -> list[sa.ColumnElement[Any]]:
+        sort = SORT_ALIASES.get(self.sort, self.sort)
+        ascending = (self.order or ("asc" if sort in ASCENDING_BY_DEFAULT else "desc")) == "asc"
+        key = SORT_KEYS[sort]
+        direction = sa.asc if ascending else sa.desc
+        primary = direction(key).nulls_last() if sort == "due_date" else direction(key)
+        return [primary, direction(task_table.c.id)]  # ties broken by id: pages are stable
+
+
+def link_header(request: Request, offset: int, limit: int, total: int) -> str | None:
+    """RFC 8288 `Link` with next/prev pages; the URLs keep every filter of this request."""
+    links = []
+    if offset + limit < total:
+        links.append(_link(request, offset + limit, limit, "next"))
+    if offset > 0:
+        links.append(_link(request, max(offset - limit, 0), limit, "prev"))
+    return ", ".join(links) or None
+
+
+def _link(request: Request, offset: int, limit: int, rel: str) -> str:
+    url = request.url.include_query_params(offset=offset, limit=limit)
+    return f'<{url.path}?{url.query}>; rel="{rel}"'

@@ -1,0 +1,227 @@
+"""The task routes. Mounted twice by main.py: at `/api` and at `/api/{user_id}`, one implementation."""
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+
+import store
+from auth import CurrentUser
+from db import SessionDep
+from errors import Forbidden, ValidationFailed
+from responses import FastJSONResponse
+from routes.listing import ListQuery, link_header
+from schemas import (
+    CompletionUpdate,
+    DeletedCount,
+    ErrorBody,
+    Me,
+    TagCount,
+    TaskCreate,
+    TaskPublic,
+    TaskStats,
+    TaskUpdate,
+)
+
+router = APIRouter()
+
+TaskId = Annotated[int, Path(description="The task's id (a positive integer).", examples=[17])]
+IfMatch = Annotated[
+    str | None,
+    Header(description="An ETag from an earlier response: the write happens only if the task still has it (else 412)."),
+]
+IfNoneMatch = Annotated[str | None, Header(description="An ETag you hold: 304 Not Modified if the task still has it.")]
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+ETAG_HEADER = {"ETag": {"description": "The task's version; send it back in If-Match.", "schema": {"type": "string"}}}
+TASK_NOT_FOUND = {404: _error("No such task for this user (TASK_NOT_FOUND); another user's task looks the same.")}
+WRITE_ERRORS = {
+    **TASK_NOT_FOUND,
+    409: _error("Too many concurrent writes to this task (CONFLICT); retry."),
+    412: _error("If-Match does not match the task's current ETag (PRECONDITION_FAILED); nothing changed."),
+}
+BODY_ERRORS = {
+    400: _error("The body is not valid JSON (INVALID_JSON)."),
+    413: _error("The body is over 64 KiB (PAYLOAD_TOO_LARGE)."),
+    415: _error("The body is not application/json (UNSUPPORTED_MEDIA_TYPE)."),
+}
+
+
+def require_path_user(
+    user: CurrentUser,
+    user_id: Annotated[str, Path(description="Must equal the token's `sub` (else 403).", examples=["user_2x9"])],
+) -> None:
+    """For the `/api/{user_id}/...` spelling: the path names the caller, or it is a 403."""
+    if user_id != user.user_id:
+        raise Forbidden("The user id in the path is not the one in your token. Use your own id, or /api/tasks.")
+
+
+def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return FastJSONResponse(
+        store.public(task), status_code=status_code, headers={"ETag": store.etag_of(task), **(headers or {})}
+    )
+
+
+@router.get(
+    "/tasks",
+    response_model=list[TaskPublic],
+    summary="List your tasks",
+    responses={
+        200: {
+            "headers": {
+                "X-Total-Count": {"description": "Tasks matching the filters, ignoring paging.", "schema": {"type": "integer"}},
+                "Link": {"description": 'RFC 8288 links with rel="next" / rel="prev" where they exist.', "schema": {"type": "string"}},
+            }
+        }
+    },
+)
+def list_tasks(request: Request, user: CurrentUser, session: SessionDep, query: Annotated[ListQuery, Query()]) -> Response:
+    tasks, total = store.list_tasks(
+        session, query.to_filter(user.user_id), query.order_by(), limit=query.limit, offset=query.offset
+    )
+    headers = {"X-Total-Count": str(total)}
+    links = link_header(request, query.offset, query.limit, total)
+    if links:
+        headers["Link"] = links
+    return FastJSONResponse([store.public(task) for task in tasks], headers=headers)
+
+
+@router.post(
+    "/tasks",
+    status_code=201,
+    response_model=TaskPublic,
+    summary="Create a task",
+    responses={
+        201: {"headers": {**ETAG_HEADER, "Location": {"description": "The new task's URL.", "schema": {"type": "string"}}}},
+        **BODY_ERRORS,
+    },
+)
+def create_task(request: Request, user: CurrentUser, session: SessionDep, body: TaskCreate) -> Response:
+    task = store.create_task(session, user.user_id, body.model_dump())
+    return task_response(task, 201, {"Location": f"{request.url.path.rstrip('/')}/{task['id']}"})
+
+
+@router.delete(
+    "/tasks",
+    response_model=DeletedCount,
+    summary="Delete your completed tasks",
+    responses={422: _error("`completed=true` is missing (VALIDATION_ERROR): this route only clears completed tasks.")},
+)
+def delete_completed_tasks(
+    user: CurrentUser,
+    session: SessionDep,
+    completed: Annotated[bool | None, Query(description="Must be `true`: deletes every completed task of yours.")] = None,
+) -> Response:
+    if completed is not True:
+        raise ValidationFailed(
+            [{"field": "completed", "message": "add ?completed=true to delete your completed tasks"}],
+            detail="DELETE /api/tasks only clears completed tasks: add ?completed=true.",
+        )
+    return FastJSONResponse({"deleted": store.delete_completed(session, user.user_id)})
+
+
+@router.get("/tasks/stats", response_model=TaskStats, summary="Count your tasks")
+def task_stats(user: CurrentUser, session: SessionDep) -> Response:
+    return FastJSONResponse(store.stats(session, user.user_id))
+
+
+@router.get("/tags", response_model=list[TagCount], summary="Your tags with how many tasks carry each, most used first")
+def list_tags(user: CurrentUser, session: SessionDep) -> Response:
+    return FastJSONResponse(store.tag_counts(session, user.user_id))
+
+
+@router.get("/me", response_model=Me, summary="Who the token says you are")
+def read_me(user: CurrentUser) -> Response:
+    return FastJSONResponse({"user_id": user.user_id, "email": user.email, "name": user.name})
+
+
+@router.get(
+    "/tasks/{task_id}",
+    response_model=TaskPublic,
+    summary="Read a task",
+    responses={200: {"headers": ETAG_HEADER}, 304: {"description": "Not modified (If-None-Match matched)."}, **TASK_NOT_FOUND},
+)
+def read_task(
+    task_id: TaskId, user: CurrentUser, session: SessionDep, if_none_match: IfNoneMatch = None
+) -> Response:
+    task = store.get_task(session, user.user_id, task_id)
+    etag = store.etag_of(task)
+    if if_none_match and (if_none_match.strip() == "*" or etag in {tag.strip() for tag in if_none_match.split(",")}):
+        return Response(status_code=304, headers={"ETag": etag})
+    return task_response(task)
+
+
+def _update(session: SessionDep, user: CurrentUser, task_id: int, body: TaskUpdate, if_match: str | None) -> Response:
+    changes = body.model_dump(exclude_unset=True)
+    task = store.modify_task(session, user.user_id, task_id, lambda _current: changes, store.Precondition(if_match))
+    return task_response(task)
+
+
+UPDATE_DOC = {
+    "response_model": TaskPublic,
+    "responses": {200: {"headers": ETAG_HEADER}, **WRITE_ERRORS, **BODY_ERRORS},
+    "description": "Partial update: fields given change, absent fields stay; `null` clears description or due_date.",
+}
+
+
+@router.put("/tasks/{task_id}", summary="Update a task (partial, same as PATCH)", **UPDATE_DOC)
+def put_task(
+    task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskUpdate, if_match: IfMatch = None
+) -> Response:
+    return _update(session, user, task_id, body, if_match)
+
+
+@router.patch("/tasks/{task_id}", summary="Update a task (partial)", **UPDATE_DOC)
+def patch_task(
+    task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskUpdate, if_match: IfMatch = None
+) -> Response:
+    return _update(session, user, task_id, body, if_match)
+
+
+@router.delete(
+    "/tasks/{task_id}",
+    status_code=204,
+    response_class=Response,
+    summary="Delete a task",
+    responses=WRITE_ERRORS,
+)
+def delete_task(task_id: TaskId, user: CurrentUser, session: SessionDep, if_match: IfMatch = None) -> Response:
+    store.delete_task(session, user.user_id, task_id, store.Precondition(if_match))
+    return Response(status_code=204)
+
+
+@router.post(
+    "/tasks/{task_id}/toggle",
+    response_model=TaskPublic,
+    summary="Flip a task's completed flag",
+    responses={200: {"headers": ETAG_HEADER}, **WRITE_ERRORS},
+)
+def toggle_task(task_id: TaskId, user: CurrentUser, session: SessionDep, if_match: IfMatch = None) -> Response:
+    task = store.modify_task(
+        session, user.user_id, task_id, lambda current: {"completed": not current["completed"]}, store.Precondition(if_match)
+    )
+    return task_response(task)
+
+
+@router.patch(
+    "/tasks/{task_id}/complete",
+    response_model=TaskPublic,
+    summary="Set or flip a task's completed flag",
+    description='With `{"completed": true|false}` sets it; with no body flips it.',
+    responses={200: {"headers": ETAG_HEADER}, **WRITE_ERRORS, **BODY_ERRORS},
+)
+def complete_task(
+    task_id: TaskId,
+    user: CurrentUser,
+    session: SessionDep,
+    body: Annotated[CompletionUpdate | None, Body()] = None,
+    if_match: IfMatch = None,
+) -> Response:
+    def change(current: dict[str, Any]) -> dict[str, Any]:
+        return {"completed": body.completed if body is not None else not current["completed"]}
+
+    task = store.modify_task(session, user.user_id, task_id, change, store.Precondition(if_match))
+    return task_response(task)

@@ -1,0 +1,173 @@
+"""What crosses the wire. Every rule a client can break lives here, once."""
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic_core import PydanticCustomError
+
+Priority = Literal["low", "medium", "high"]
+MAX_TAGS = 20
+
+
+def _text(value: str) -> str:
+    if "\x00" in value:
+        raise PydanticCustomError("nul_character", "must not contain the NUL character (\\u0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PydanticCustomError("invalid_unicode", "must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _trimmed(max_length: int, what: str):
+    def check(value: str) -> str:
+        value = _text(value).strip()
+        if not 1 <= len(value) <= max_length:
+            raise PydanticCustomError(
+                "text_length", "{what} must be 1 to {max} characters after trimming spaces",
+                {"what": what, "max": max_length},
+            )
+        return value
+
+    return check
+
+
+def _description(value: str) -> str:
+    if len(_text(value)) > 1000:
+        raise PydanticCustomError("text_length", "must be at most 1000 characters")
+    return value
+
+
+def _tags(values: list[str]) -> list[str]:
+    """Trim each tag; collapse case-insensitive duplicates to the first spelling, order kept."""
+    check = _trimmed(50, "each tag")
+    first_spelling: dict[str, str] = {}
+    for value in values:
+        tag = check(value)
+        first_spelling.setdefault(tag.lower(), tag)
+    if len(first_spelling) > MAX_TAGS:
+        raise PydanticCustomError("too_many_tags", "a task has at most {max} tags", {"max": MAX_TAGS})
+    return list(first_spelling.values())
+
+
+def parse_utc_datetime(value: Any) -> datetime:
+    """ISO 8601 text to an aware UTC datetime; no offset means UTC."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            parsed = None
+    else:
+        parsed = None
+    if parsed is None:
+        raise PydanticCustomError("iso_datetime", "must be an ISO 8601 date-time such as 2026-12-01T17:00:00Z")
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise PydanticCustomError("iso_datetime", "is outside the supported range of dates") from None
+
+
+Title = Annotated[StrictStr, AfterValidator(_trimmed(255, "title"))]
+Description = Annotated[StrictStr, AfterValidator(_description)]
+Tags = Annotated[list[StrictStr], AfterValidator(_tags)]
+UtcDateTime = Annotated[datetime, BeforeValidator(parse_utc_datetime)]
+
+
+class StrictBody(BaseModel):
+    """A request body: unknown fields are a 422 naming them, not a silent no-op."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskCreate(StrictBody):
+    title: Title = Field(examples=["Buy groceries"], description="1 to 255 characters after trimming.")
+    description: Description | None = Field(None, examples=["Milk, bread, eggs"], description="At most 1000 characters.")
+    completed: StrictBool = False
+    priority: Priority = "medium"
+    tags: Tags = Field(
+        default_factory=list,
+        examples=[["home", "errands"]],
+        description="At most 20; each trimmed, 1 to 50 characters; case-insensitive duplicates collapse to the first.",
+    )
+    due_date: UtcDateTime | None = Field(
+        None, examples=["2026-12-01T17:00:00Z"], description="ISO 8601; without an offset it is taken as UTC."
+    )
+
+
+class TaskUpdate(StrictBody):
+    """Partial update: fields given change, absent fields stay. `null` clears description and due_date;
+    title, completed, priority and tags cannot be null."""
+
+    title: Title = Field(None, examples=["Buy groceries and fruit"])  # type: ignore[assignment]
+    description: Description | None = None
+    completed: StrictBool = None  # type: ignore[assignment]
+    priority: Priority = None  # type: ignore[assignment]
+    tags: Tags = None  # type: ignore[assignment]
+    due_date: UtcDateTime | None = None
+
+
+class CompletionUpdate(StrictBody):
+    completed: StrictBool
+
+
+class TaskPublic(BaseModel):
+    id: int = Field(examples=[17])
+    user_id: str = Field(examples=["user_2x9"])
+    title: str
+    description: str | None
+    completed: bool
+    priority: Priority
+    tags: list[str]
+    due_date: datetime | None
+    completed_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PriorityCounts(BaseModel):
+    low: int
+    medium: int
+    high: int
+
+
+class TaskStats(BaseModel):
+    total: int
+    completed: int
+    pending: int
+    overdue: int
+    by_priority: PriorityCounts
+
+
+class TagCount(BaseModel):
+    tag: str = Field(examples=["home"])
+    count: int = Field(examples=[3])
+
+
+class DeletedCount(BaseModel):
+    deleted: int
+
+
+class Me(BaseModel):
+    user_id: str
+    email: str | None
+    name: str | None
+
+
+class FieldError(BaseModel):
+    field: str = Field(examples=["title"])
+    message: str = Field(examples=["title must be 1 to 255 characters after trimming spaces"])
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(examples=["Task not found"])
+    error_code: str = Field(examples=["TASK_NOT_FOUND"])
+    timestamp: str = Field(examples=["2026-11-21T10:00:00Z"])
+    errors: list[FieldError] | None = Field(None, description="Present on VALIDATION_ERROR: one entry per problem.")
+
+
+class HealthStatus(BaseModel):
+    status: str = Field(examples=["ok"])

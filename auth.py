@@ -145,7 +145,7 @@ class TokenVerifier:
         self._verified_lock = threading.Lock()
 
     def verify(self, token: str) -> Principal:
-        cached = self._from_cache(token)
+        cached = self.cached(token)
         if cached is not None:
             return cached
         claims = self._decode(token)
@@ -203,7 +203,7 @@ class TokenVerifier:
         accepted = ", ".join((HMAC_ALGORITHMS if self.secret else ()) + (PUBLIC_KEY_ALGORITHMS if self.jwks else ()))
         raise Unauthorized(f"Unsupported token algorithm; accepted: {accepted}.", token_given=True)
 
-    def _from_cache(self, token: str) -> Principal | None:
+    def cached(self, token: str) -> Principal | None:
         entry = self._verified.get(token)
         if entry is None:
             return None
@@ -245,6 +245,10 @@ def _optional_str(value: Any) -> str | None:
 
 
 def get_current_principal(request: Request, _: Annotated[Any, Depends(bearer_scheme)] = None) -> Principal:
+    already_verified = getattr(request.state, "principal", None)  # by the rate limiter, this request
+    if already_verified is not None:
+        request.state.user_id = already_verified.user_id
+        return already_verified
     header = request.headers.get("authorization")
     if not header:
         raise Unauthorized("Missing Authorization header. Send: Authorization: Bearer <JWT>.", token_given=False)

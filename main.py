@@ -19,6 +19,7 @@ from db import make_engine
 from errors import ApiError, InvalidJson, MethodNotAllowed, NotFound, ServiceUnavailable, ValidationFailed, error_response
 from logs import configure_logging
 from middleware import BodyGuardMiddleware, RequestContextMiddleware
+from ratelimit import RateLimitMiddleware, RedisCounter
 from responses import FastJSONResponse
 from routes import health, tasks
 from schemas import ErrorBody
@@ -64,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             threading.Thread(target=verifier.jwks.refresh, kwargs={"wait": True}, daemon=True).start()
         yield
         app.state.engine.dispose()
+        if app.state.shared_rate_counter is not None:
+            await app.state.shared_rate_counter.close()
 
     app = FastAPIOffline(
         title="Task API",
@@ -77,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = make_engine(settings)
     app.state.token_verifier = TokenVerifier(settings)
+    app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
 
     app.include_router(health.router)
     app.include_router(tasks.router, prefix="/api", tags=["tasks"], responses=COMMON_ERRORS)
@@ -91,6 +95,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Added innermost first: CORS outermost, so even a crash's 500 carries the CORS headers.
     app.add_middleware(BodyGuardMiddleware)
+    if settings.rate_limit_per_minute > 0:
+        app.add_middleware(
+            RateLimitMiddleware,
+            per_minute=settings.rate_limit_per_minute,
+            verifier=app.state.token_verifier,
+            shared=app.state.shared_rate_counter,
+        )
     app.add_middleware(RequestContextMiddleware)
     app.add_middleware(
         CORSMiddleware,

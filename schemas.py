@@ -56,7 +56,7 @@ def parse_utc_datetime(value: Any) -> datetime:
         parsed = value
     elif isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(value.strip())
+            parsed = datetime.fromisoformat(_text(value).strip())  # _text: fromisoformat ignores a trailing NUL
         except ValueError:
             parsed = None
     else:

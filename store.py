@@ -48,6 +48,13 @@ def get_task(session: Session, user_id: str, task_id: int) -> dict[str, Any]:
 
 
 def create_task(session: Session, user_id: str, fields: Changes) -> dict[str, Any]:
+    task = insert_task(session, user_id, fields)
+    session.commit()
+    return task
+
+
+def insert_task(session: Session, user_id: str, fields: Changes) -> dict[str, Any]:
+    """The INSERTs of a new task, in the caller's transaction (not committed)."""
     now = utc_now()
     task = {
         "user_id": user_id,
@@ -64,7 +71,6 @@ def create_task(session: Session, user_id: str, fields: Changes) -> dict[str, An
     }
     task["id"] = session.exec(sa.insert(task_table).values(task).returning(task_table.c.id)).scalar_one()
     _replace_tags(session, task)
-    session.commit()
     return task
 
 
@@ -100,6 +106,8 @@ def modify_task(
 
 
 def delete_task(session: Session, user_id: str, task_id: int, if_match: "Precondition") -> None:
+    if not 1 <= task_id <= MAX_TASK_ID:  # SQLite cannot even bind an id past 2**63 (OverflowError, a 500)
+        raise TaskNotFound()
     condition = _owned(user_id, task_id)
     if if_match.is_conditional:
         current = get_task(session, user_id, task_id)

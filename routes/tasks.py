@@ -4,6 +4,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 
+import idempotency
 import store
 from auth import CurrentUser
 from db import SessionDep
@@ -28,6 +29,14 @@ TaskId = Annotated[int, Path(description="The task's id (a positive integer).", 
 IfMatch = Annotated[
     str | None,
     Header(description="An ETag from an earlier response: the write happens only if the task still has it (else 412)."),
+]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Any unique string (a UUID): a retry with the same key and body returns the first response "
+        "and creates nothing; the same key with another body is 422; while the first is running, 409.",
+    ),
 ]
 IfNoneMatch = Annotated[str | None, Header(description="An ETag you hold: 304 Not Modified if the task still has it.")]
 
@@ -97,11 +106,24 @@ def list_tasks(request: Request, user: CurrentUser, session: SessionDep, query: 
     responses={
         201: {"headers": {**ETAG_HEADER, "Location": {"description": "The new task's URL.", "schema": {"type": "string"}}}},
         **BODY_ERRORS,
+        409: _error("A request with this Idempotency-Key is still running (CONFLICT); retry shortly."),
     },
 )
-def create_task(request: Request, user: CurrentUser, session: SessionDep, body: TaskCreate) -> Response:
-    task = store.create_task(session, user.user_id, body.model_dump())
-    return task_response(task, 201, {"Location": f"{request.url.path.rstrip('/')}/{task['id']}"})
+def create_task(
+    request: Request, user: CurrentUser, session: SessionDep, body: TaskCreate, idempotency_key: IdempotencyKeyHeader = None
+) -> Response:
+    location = request.url.path.rstrip("/") + "/{}"
+    if idempotency_key is None:
+        task = store.create_task(session, user.user_id, body.model_dump())
+        return task_response(task, 201, {"Location": location.format(task["id"])})
+    key = idempotency.check_key(idempotency_key)
+    task_id, content, replayed = idempotency.create_once(session, user.user_id, key, body.model_dump())
+    headers = {
+        "Location": location.format(task_id),
+        "ETag": store.etag_of({"id": task_id, "version": 1}),
+        "Idempotent-Replayed": "true" if replayed else "false",
+    }
+    return Response(content, status_code=201, headers=headers, media_type="application/json")
 
 
 @router.delete(

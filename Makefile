@@ -1,0 +1,52 @@
+# The two commands a newcomer needs:  `make run`  and  `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
+export TEST_DATABASE_URL
+
+.PHONY: run test token migrate bench clean
+
+## run: install, write .env with a random dev secret if there is none, migrate, serve on SQLite
+run: $(BIN)/.installed .env
+	$(BIN)/alembic upgrade head
+	@echo
+	@echo "  Task API on http://$(HOST):$(PORT)   docs: http://$(HOST):$(PORT)/docs"
+	@echo "  Get a token:  make token user=alice    (or: $(BIN)/python devtoken.py alice)"
+	@echo "  Then:         curl -H \"Authorization: Bearer \$$TOKEN\" http://$(HOST):$(PORT)/api/tasks"
+	@echo
+	$(BIN)/uvicorn main:app --host $(HOST) --port $(PORT) --no-access-log
+
+## test: the whole suite, on SQLite and on PostgreSQL (TEST_DATABASE_URL)
+test: $(BIN)/.dev-installed
+	$(BIN)/pytest
+
+## token: print a dev token for a user:  make token user=alice
+token: $(BIN)/.installed .env
+	@$(BIN)/python devtoken.py $(or $(user),dev-user)
+
+migrate: $(BIN)/.installed
+	$(BIN)/alembic upgrade head
+
+bench: $(BIN)/.dev-installed
+	$(BIN)/python bench/run.py
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	@touch $@
+
+$(BIN)/.dev-installed: requirements-dev.txt $(BIN)/.installed
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+# A random secret for local development, generated once. Never commit .env.
+.env:
+	@$(PYTHON) -c "import secrets; print('BETTER_AUTH_SECRET=' + secrets.token_urlsafe(48))" > .env
+	@echo "Wrote .env with a random BETTER_AUTH_SECRET (use your Better Auth server's secret to accept its tokens)."
+
+clean:
+	rm -rf $(VENV) .pytest_cache tasks.db tasks.db-wal tasks.db-shm

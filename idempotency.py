@@ -1,0 +1,115 @@
+"""`Idempotency-Key` on task creation: a retried POST returns the first response and creates nothing.
+
+The key's row is written in the same transaction as the task, so a crash records both or neither.
+On PostgreSQL a transaction-scoped advisory lock on (user, key) tells a retry that arrives while
+the first request is still running (409) from one that arrives after it (replay). SQLite runs one
+writer at a time, so there the retry simply waits and replays. The primary key on (user, key) is
+the last line of defence: a duplicate insert fails and the request replays instead.
+"""
+import hashlib
+import logging
+import re
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlmodel import Session
+
+import store
+from errors import Conflict, IdempotencyKeyReused, ValidationFailed
+from models import IdempotencyKey
+from responses import to_json
+
+log = logging.getLogger("task_api.idempotency")
+
+key_table: sa.Table = IdempotencyKey.__table__
+VALID_KEY = re.compile(r"[\x21-\x7e]{1,255}")  # visible ASCII, as UUIDs and ULIDs are
+RETENTION = timedelta(hours=24)
+PURGE_EVERY_SECONDS = 600.0
+# Namespace of our advisory locks (any fixed int4), so they cannot collide with other users'.
+ADVISORY_LOCK_NAMESPACE = 7_270_736
+
+_last_purge = 0.0
+_purge_lock = threading.Lock()
+
+
+def check_key(key: str) -> str:
+    if not VALID_KEY.fullmatch(key):
+        raise ValidationFailed(
+            [{"field": "Idempotency-Key", "message": "must be 1 to 255 visible ASCII characters, e.g. a UUID"}]
+        )
+    return key
+
+
+def create_once(session: Session, user_id: str, key: str, fields: dict[str, Any]) -> tuple[int, bytes, bool]:
+    """Create the task, or replay the first response for this key: (task id, body, replayed)."""
+    fingerprint = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)).hexdigest()
+    _lock_or_conflict(session, user_id, key)
+    earlier = _find(session, user_id, key)
+    if earlier is not None:
+        session.rollback()
+        return *_replay(earlier, fingerprint), True
+    task = store.insert_task(session, user_id, fields)
+    body = to_json(store.public(task))
+    now = store.utc_now()
+    session.exec(sa.delete(key_table).where(key_table.c.user_id == user_id, key_table.c.key == key))  # expired
+    session.exec(
+        sa.insert(key_table).values(
+            user_id=user_id, key=key, request_hash=fingerprint, task_id=task["id"], response_body=body.decode(), created_at=now
+        )
+    )
+    _purge_expired_now_and_then(session, now)
+    try:
+        session.commit()
+    except sa.exc.IntegrityError:  # another request with this key committed first
+        session.rollback()
+        earlier = _find(session, user_id, key)
+        if earlier is None:
+            raise
+        return *_replay(earlier, fingerprint), True
+    return task["id"], body, False
+
+
+def _lock_or_conflict(session: Session, user_id: str, key: str) -> None:
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    acquired = session.exec(
+        sa.select(sa.func.pg_try_advisory_xact_lock(ADVISORY_LOCK_NAMESPACE, sa.func.hashtext(f"{user_id}\x1f{key}")))
+    ).scalar_one()
+    if not acquired:
+        session.rollback()
+        raise Conflict("A request with this Idempotency-Key is still being processed. Retry in a moment.")
+
+
+def _find(session: Session, user_id: str, key: str) -> sa.Row | None:
+    return session.exec(
+        sa.select(key_table.c.request_hash, key_table.c.task_id, key_table.c.response_body).where(
+            key_table.c.user_id == user_id,
+            key_table.c.key == key,
+            key_table.c.created_at >= store.utc_now() - RETENTION,
+        )
+    ).first()
+
+
+def _replay(earlier: sa.Row, fingerprint: str) -> tuple[int, bytes]:
+    if earlier.request_hash != fingerprint:
+        raise IdempotencyKeyReused()
+    return earlier.task_id, earlier.response_body.encode()
+
+
+def _purge_expired_now_and_then(session: Session, now: Any) -> None:
+    """Expired keys go without a separate job: one keyed create in each process every few minutes
+    deletes them, in its transaction."""
+    global _last_purge
+    if time.monotonic() - _last_purge < PURGE_EVERY_SECONDS or not _purge_lock.acquire(blocking=False):
+        return
+    try:
+        _last_purge = time.monotonic()
+        purged = session.exec(sa.delete(key_table).where(key_table.c.created_at < now - RETENTION)).rowcount
+        if purged:
+            log.info("purged expired idempotency keys", extra={"count": purged})
+    finally:
+        _purge_lock.release()

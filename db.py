@@ -26,6 +26,8 @@ def make_engine(settings: Settings) -> sa.Engine:
         max_overflow=settings.db_max_overflow,
         # Fail fast while the database is down: a short pool wait and connect timeout, not 30 s.
         pool_timeout=settings.db_pool_timeout_seconds,
+        # SQL parameters are task contents: keep them out of exception messages, hence out of the logs.
+        hide_parameters=True,
         connect_args={
             "connect_timeout": settings.db_connect_timeout_seconds,
             "keepalives": 1,
@@ -44,7 +46,11 @@ def _make_sqlite_engine(url: str, json_options: dict) -> sa.Engine:
     # An in-memory database exists once per connection, so it gets exactly one.
     pool_options = {"poolclass": sa.pool.StaticPool} if in_memory else {"pool_size": 8, "max_overflow": 8}
     engine = sa.create_engine(
-        url, connect_args={"check_same_thread": False, "timeout": 10}, **pool_options, **json_options
+        url,
+        connect_args={"check_same_thread": False, "timeout": 10},
+        hide_parameters=True,  # as above: no task contents in exception messages
+        **pool_options,
+        **json_options,
     )
 
     @sa.event.listens_for(engine, "connect")
@@ -55,8 +61,14 @@ def _make_sqlite_engine(url: str, json_options: dict) -> sa.Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
+        # SQLite's lower() folds ASCII only; searches must find "École" with "école" as PostgreSQL does.
+        dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)
 
     return engine
+
+
+def _unicode_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
 
 
 def get_session(request: Request) -> Iterator[Session]:

@@ -40,8 +40,8 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def get_task(session: Session, user_id: str, task_id: int) -> dict[str, Any]:
-    task = _find(session, user_id, task_id)
+def get_task(session: Session, user_id: str, task_id: int, *, for_update: bool = False) -> dict[str, Any]:
+    task = _find(session, user_id, task_id, for_update=for_update)
     if task is None:
         raise TaskNotFound()
     return task
@@ -87,7 +87,10 @@ def modify_task(
     re-read and re-apply (last write wins) rather than overwrite what we did not see.
     """
     for _ in range(WRITE_ATTEMPTS):
-        current = get_task(session, user_id, task_id)
+        # On PostgreSQL the row stays locked until commit, so concurrent writers queue here and each
+        # reads the version the previous one wrote: the update below cannot lose, no retry storm.
+        # (SQLite ignores FOR UPDATE; it runs one writer at a time and the loop covers the rest.)
+        current = get_task(session, user_id, task_id, for_update=True)
         if_match.check(current)
         values = _with_bookkeeping(current, change(current))
         updated = session.exec(
@@ -143,11 +146,15 @@ class TaskFilter:
         if self.completed is not None:
             conditions.append(t.completed == self.completed)
         if self.text:
-            needle = self.text.lower()  # autoescape: % and _ in the text match literally
+            # % and _ (and the escape character /) in the text match literally. The database lowers
+            # both sides: Python's lower() folds more than SQLite's (ASCII only), so a needle lowered
+            # here would never match a non-ASCII capital ("École") there.
+            escaped = self.text.replace("/", "//").replace("%", "/%").replace("_", "/_")
+            pattern = sa.func.lower(sa.literal(f"%{escaped}%", sa.String))
             conditions.append(
                 sa.or_(
-                    sa.func.lower(t.title).contains(needle, autoescape=True),
-                    sa.func.lower(t.description).contains(needle, autoescape=True),
+                    sa.func.lower(t.title).like(pattern, escape="/"),
+                    sa.func.lower(t.description).like(pattern, escape="/"),
                 )
             )
         if self.priorities:
@@ -244,10 +251,11 @@ def _owned(user_id: str, task_id: int) -> sa.ColumnElement[bool]:
     return sa.and_(task_table.c.id == task_id, task_table.c.user_id == user_id)
 
 
-def _find(session: Session, user_id: str, task_id: int) -> dict[str, Any] | None:
+def _find(session: Session, user_id: str, task_id: int, *, for_update: bool = False) -> dict[str, Any] | None:
     if not 1 <= task_id <= MAX_TASK_ID:
         return None
-    row = session.exec(sa.select(*SELECTED_COLUMNS).where(_owned(user_id, task_id))).mappings().first()
+    query = sa.select(*SELECTED_COLUMNS).where(_owned(user_id, task_id))
+    row = session.exec(query.with_for_update() if for_update else query).mappings().first()
     return dict(row) if row is not None else None
 
 

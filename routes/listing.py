@@ -1,4 +1,5 @@
 """The list's query parameters, and how they become a filter, an order and Link headers."""
+import re
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
@@ -31,6 +32,20 @@ def _lowercase(value: Any) -> Any:
     return value
 
 
+# `?due_before=2026-12-01T17:00:00+02:00` with the `+` left unencoded arrives as a space.
+_SPACE_BEFORE_OFFSET = re.compile(r"(\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?) (\d{2}(?::?\d{2})?)$")
+
+
+def _plus_sign_back(value: Any) -> Any:
+    """Read `...T17:00:00 02:00` as `...T17:00:00+02:00`, so any offset works however it is encoded."""
+    if isinstance(value, str):
+        return _SPACE_BEFORE_OFFSET.sub(r"\1+\2", value.strip())
+    return value
+
+
+QueryDateTime = Annotated[UtcDateTime | None, BeforeValidator(_plus_sign_back)]
+
+
 class ListQuery(BaseModel):
     completed: bool | None = Field(None, description="`true`: only completed; `false`: only pending.", examples=[False])
     status: Annotated[Literal["all", "pending", "completed"] | None, BeforeValidator(_lowercase)] = Field(
@@ -42,20 +57,27 @@ class ListQuery(BaseModel):
     priority: Annotated[list[Priority] | None, BeforeValidator(_lowercase)] = Field(
         None, description="Repeatable: tasks with any of these priorities.", examples=[["high"]]
     )
-    tag: list[Annotated[str, Field(max_length=50)]] | None = Field(
+    tag: list[Annotated[str, Field(min_length=1, max_length=50)]] | None = Field(
         None, description="Repeatable: tasks that carry all of these tags (case-insensitive).", examples=[["home"]]
     )
-    due_before: UtcDateTime | None = Field(None, description="Due at or before (ISO 8601).", examples=["2026-12-31T23:59:59Z"])
-    due_after: UtcDateTime | None = Field(None, description="Due at or after (ISO 8601).", examples=["2026-12-01T00:00:00Z"])
+    due_before: QueryDateTime = Field(
+        None, description="Due at or before (ISO 8601, inclusive; any offset, none means UTC).", examples=["2026-12-31T23:59:59Z"]
+    )
+    due_after: QueryDateTime = Field(
+        None, description="Due at or after (ISO 8601, inclusive; any offset, none means UTC).", examples=["2026-12-01T00:00:00Z"]
+    )
     overdue: bool | None = Field(None, description="`true`: not completed and due in the past.", examples=[True])
     sort: Annotated[SortField, BeforeValidator(_lowercase)] = Field(
         "created_at", description="Sort key; `created` is an alias of `created_at`.", examples=["due_date"]
     )
     order: Annotated[Literal["asc", "desc"] | None, BeforeValidator(_lowercase)] = Field(
-        None, description="Default `desc` for timestamps and priority, `asc` for title and due_date."
+        None,
+        description="Default `desc` for timestamps and priority, `asc` for title and due_date. "
+        "Tasks without a due date come last either way; ties are broken by id.",
+        examples=["asc"],
     )
-    limit: int = Field(100, ge=1, le=500, description="Page size, 1 to 500.")
-    offset: int = Field(0, ge=0, le=10_000_000, description="How many matching tasks to skip.")
+    limit: int = Field(100, ge=1, le=500, description="Page size, 1 to 500.", examples=[20])
+    offset: int = Field(0, ge=0, le=10_000_000, description="How many matching tasks to skip.", examples=[40])
 
     @model_validator(mode="after")
     def status_agrees_with_completed(self) -> "ListQuery":

@@ -1,0 +1,300 @@
+"""Show that the listing, stats and tags queries use an index on user_id, at scale, on PostgreSQL.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/explain.py [--database-url postgresql://postgres@127.0.0.1:5432/taskapi_explain]
+                                      [--users 1000] [--tasks 100000] [--heavy-tasks 5000] [--keep]
+
+What it does:
+
+1. Drops and creates the database named in --database-url (it must be a scratch database: it is
+   destroyed), through the server's `postgres` database.
+2. Migrates it with `db.upgrade_schema(url)` (the service's Alembic migrations, nothing else).
+3. Seeds --tasks tasks spread over --users users, plus one heavy user (`heavy_user`) with
+   --heavy-tasks tasks, with COPY. Tags go both in `task.tags` (JSON, as the API returns them) and
+   in `task_tag` (tag_key = tag.lower()), exactly as store.py writes them. Then ANALYZE.
+4. Runs the service's own statements: it calls `store.list_tasks` / `store.stats` /
+   `store.tag_counts` with filters and orders built by `routes.listing.ListQuery`, captures the SQL
+   and parameters the engine sends (a `before_cursor_execute` listener), and runs
+   `EXPLAIN (ANALYZE, BUFFERS)` on exactly that.
+5. Prints every plan, then one summary line per query: which indexes it used, and whether one of
+   them is an index whose first column is user_id.
+
+Exit status: 0 when every query used a user_id index, 1 otherwise. The database is dropped at
+the end unless --keep is given.
+"""
+import argparse
+import csv
+import io
+import random
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import store  # noqa: E402
+from config import DatabaseSettings  # noqa: E402
+from db import upgrade_schema  # noqa: E402
+from routes.listing import ListQuery  # noqa: E402
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/taskapi_explain"
+HEAVY_USER = "heavy_user"
+NOW = datetime.now(timezone.utc)
+WORDS = (
+    "buy milk call mom write report pay bills fix bike book flight renew passport clean kitchen plan trip "
+    "review code email team water plants walk dog read book prepare slides update budget order groceries"
+).split()
+TAGS = ["home", "work", "errands", "urgent", "finance", "health", "family", "travel", "school", "admin",
+        "shopping", "garden", "car", "music", "reading", "sport", "Home", "Work", "Urgent"]
+TASK_COLUMNS = ("id", "user_id", "title", "description", "completed", "priority", "tags", "due_date",
+                "completed_at", "created_at", "updated_at", "version")
+TAG_COLUMNS = ("task_id", "tag_key", "user_id", "tag")
+
+
+# ----------------------------------------------------------------------------------------------
+# Database and data
+
+
+def recreate_database(url: str) -> None:
+    target = make_url(url)
+    admin = target.set(database="postgres")
+    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        connection.exec_driver_sql(f'CREATE DATABASE "{target.database}"')
+    engine.dispose()
+
+
+def drop_database(url: str) -> None:
+    target = make_url(url)
+    engine = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+    engine.dispose()
+
+
+def make_task(rng: random.Random, user_id: str) -> dict[str, Any]:
+    created = NOW - timedelta(seconds=rng.randint(60, 365 * 86400), microseconds=rng.randint(0, 999_999))
+    updated = min(created + timedelta(seconds=rng.randint(0, 30 * 86400)), NOW)
+    completed = rng.random() < 0.4
+    # Tags as the API stores them: trimmed, case-insensitive duplicates collapsed to the first spelling.
+    tags: dict[str, str] = {}
+    for tag in rng.sample(TAGS, rng.choice((0, 1, 1, 2, 2, 3))):
+        tags.setdefault(tag.lower(), tag)
+    roll = rng.random()
+    due = None if roll < 0.35 else created + timedelta(days=rng.randint(-10, 60), hours=rng.randint(0, 23))
+    title = " ".join(rng.sample(WORDS, rng.randint(2, 5))).capitalize()
+    return {
+        "user_id": user_id,
+        "title": title,
+        "description": None if rng.random() < 0.5 else " ".join(rng.sample(WORDS, rng.randint(3, 10))),
+        "completed": completed,
+        "priority": rng.choice(("low", "medium", "medium", "high")),
+        "tags": list(tags.values()),
+        "due_date": due,
+        "completed_at": updated if completed else None,
+        "created_at": created,
+        "updated_at": updated,
+        "version": 1,
+    }
+
+
+def seed(url: str, users: int, tasks: int, heavy_tasks: int) -> None:
+    rng = random.Random(8288)
+    user_ids = [f"user_{rng.getrandbits(96):024x}" for _ in range(users)]
+    rows = [make_task(rng, user_ids[i % users]) for i in range(tasks)]
+    rows += [make_task(rng, HEAVY_USER) for _ in range(heavy_tasks)]
+    rows.sort(key=lambda row: row["created_at"])  # ids in creation order, users interleaved
+    task_csv, tag_csv = io.StringIO(), io.StringIO()
+    task_writer, tag_writer = csv.writer(task_csv), csv.writer(tag_csv)
+    tag_rows = 0
+    for task_id, row in enumerate(rows, start=1):
+        row["id"] = task_id
+        task_writer.writerow([_csv_value(name, row[name]) for name in TASK_COLUMNS])
+        for tag in row["tags"]:
+            tag_writer.writerow([task_id, tag.lower(), row["user_id"], tag])  # as store._replace_tags
+            tag_rows += 1
+    engine = sa.create_engine(url)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        task_csv.seek(0)
+        cursor.copy_expert(f"COPY task ({', '.join(TASK_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", task_csv)
+        tag_csv.seek(0)
+        cursor.copy_expert(f"COPY task_tag ({', '.join(TAG_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", tag_csv)
+        cursor.execute("SELECT setval(pg_get_serial_sequence('task', 'id'), (SELECT max(id) FROM task))")
+        raw.commit()
+        raw.driver_connection.autocommit = True  # VACUUM runs outside a transaction
+        cursor = raw.driver_connection.cursor()
+        cursor.execute("VACUUM ANALYZE task")
+        cursor.execute("VACUUM ANALYZE task_tag")
+        raw.driver_connection.autocommit = False
+    finally:
+        raw.close()
+        engine.dispose()
+    print(f"seeded {len(rows):,} tasks ({tasks:,} over {users:,} users, {heavy_tasks:,} for {HEAVY_USER}) "
+          f"and {tag_rows:,} task_tag rows")
+
+
+def _csv_value(name: str, value: Any) -> Any:
+    if value is None:
+        return None  # an unquoted empty field: NULL in COPY's csv format
+    if name == "tags":
+        return orjson.dumps(value).decode()
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    return value
+
+
+# ----------------------------------------------------------------------------------------------
+# The service's statements, captured
+
+
+@dataclass
+class Case:
+    name: str
+    run: Callable[[Session], Any]
+
+
+def listing(user_id: str, **params: Any) -> Callable[[Session], Any]:
+    query = ListQuery.model_validate(params)
+    return lambda session: store.list_tasks(
+        session, query.to_filter(user_id), query.order_by(), limit=query.limit, offset=query.offset
+    )
+
+
+def cases(light_user: str) -> list[Case]:
+    return [
+        Case("list: default (heavy user)", listing(HEAVY_USER)),
+        Case("list: completed=true", listing(HEAVY_USER, completed=True)),
+        Case("list: q=report", listing(HEAVY_USER, q="report")),
+        Case("list: tag=home", listing(HEAVY_USER, tag=["home"])),
+        Case("list: tag=home&tag=work", listing(HEAVY_USER, tag=["home", "work"])),
+        Case("list: sort=priority", listing(HEAVY_USER, sort="priority")),
+        Case("list: priority=high&status=pending", listing(HEAVY_USER, priority=["high"], status="pending")),
+        Case("list: sort=due_date", listing(HEAVY_USER, sort="due_date")),
+        Case("list: overdue=true", listing(HEAVY_USER, overdue=True)),
+        Case("list: default, page 20 (offset 1900)", listing(HEAVY_USER, offset=1900)),
+        Case("list: default (a user with 100 tasks)", listing(light_user, limit=20)),
+        Case("stats (heavy user)", lambda session: store.stats(session, HEAVY_USER)),
+        Case("tags (heavy user)", lambda session: store.tag_counts(session, HEAVY_USER)),
+    ]
+
+
+def capture(engine: sa.Engine, run: Callable[[Session], Any]) -> list[tuple[str, Any]]:
+    """The statements (SQL text and parameters, as sent to psycopg2) that `run` executes."""
+    captured: list[tuple[str, Any]] = []
+
+    def listener(_conn, _cursor, statement, parameters, _context, _executemany) -> None:
+        captured.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", listener)
+    try:
+        with Session(engine) as session:
+            run(session)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listener)
+    return captured
+
+
+def user_id_indexes(engine: sa.Engine) -> set[str]:
+    """Indexes on task / task_tag whose first key column is user_id."""
+    sql = """
+        SELECT i.relname FROM pg_index x
+        JOIN pg_class i ON i.oid = x.indexrelid
+        JOIN pg_class t ON t.oid = x.indrelid
+        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]
+        WHERE t.relname IN ('task', 'task_tag') AND a.attname = 'user_id'
+    """
+    with engine.connect() as connection:
+        return {row[0] for row in connection.exec_driver_sql(sql)}
+
+
+INDEX_IN_PLAN = re.compile(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\S+)")
+SEQ_SCAN = re.compile(r"Seq Scan on (\S+)")
+
+
+def explain(engine: sa.Engine, statement: str, parameters: Any) -> tuple[str, list[str]]:
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        sql = cursor.mogrify(statement, parameters).decode()
+        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+        plan = [row[0] for row in cursor.fetchall()]
+        raw.rollback()
+    finally:
+        raw.close()
+    return sql, plan
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=DEFAULT_URL, help=f"a scratch database, recreated (default {DEFAULT_URL})")
+    parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--tasks", type=int, default=100_000, help="spread over --users")
+    parser.add_argument("--heavy-tasks", type=int, default=5000, help=f"for {HEAVY_USER}, on top of --tasks")
+    parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
+    args = parser.parse_args()
+
+    url = DatabaseSettings.normalise_database_url(args.database_url)
+    if not url.startswith("postgresql"):
+        parser.error("--database-url must be a PostgreSQL URL")
+    started = time.perf_counter()
+    recreate_database(url)
+    upgrade_schema(url)
+    seed(url, args.users, args.tasks, args.heavy_tasks)
+    print(f"database ready in {time.perf_counter() - started:.1f} s")
+
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        server = connection.exec_driver_sql("SHOW server_version").scalar_one()
+        light_user = connection.exec_driver_sql(
+            f"SELECT user_id FROM task WHERE user_id <> '{HEAVY_USER}' ORDER BY id LIMIT 1"
+        ).scalar_one()
+    indexes = user_id_indexes(engine)
+    print(f"PostgreSQL {server}; indexes with user_id first: {', '.join(sorted(indexes))}")
+
+    summary: list[str] = []
+    all_ok = True
+    for case in cases(light_user):
+        for number, (statement, parameters) in enumerate(capture(engine, case.run), start=1):
+            label = case.name if number == 1 else f"{case.name} [count]"
+            sql, plan = explain(engine, statement, parameters)
+            used = list(dict.fromkeys(INDEX_IN_PLAN.findall("\n".join(plan))))
+            seq = list(dict.fromkeys(SEQ_SCAN.findall("\n".join(plan))))
+            on_user_id = [name for name in used if name in indexes]
+            ok = bool(on_user_id) and not {"task", "task_tag"} & set(seq)
+            all_ok &= ok
+            total = next((line for line in plan if line.startswith("Execution Time")), "")
+            print("\n" + "=" * 100 + f"\n{label}\n" + "-" * 100)
+            print(sql)
+            print("-" * 100)
+            print("\n".join(plan))
+            summary.append(
+                f"{'OK  ' if ok else 'FAIL'} {label:<48} user_id index: {'yes' if on_user_id else 'NO '} "
+                f"({', '.join(used) or 'no index'}{'; seq scan on ' + ', '.join(seq) if seq else ''}); {total}"
+            )
+    print("\n" + "=" * 100 + "\nSummary\n" + "-" * 100)
+    print("\n".join(summary))
+    engine.dispose()
+    if not args.keep:
+        drop_database(url)
+    return 0 if all_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,7 +10,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 
 from auth import TokenVerifier
@@ -18,7 +17,7 @@ from config import Settings
 from db import make_engine
 from errors import ApiError, InvalidJson, MethodNotAllowed, NotFound, ServiceUnavailable, ValidationFailed, error_response
 from logs import configure_logging
-from middleware import BodyGuardMiddleware, RequestContextMiddleware
+from middleware import BodyGuardMiddleware, CrashGuardMiddleware, JsonCORSMiddleware, RequestContextMiddleware
 from ratelimit import RateLimitMiddleware, RedisCounter
 from responses import FastJSONResponse
 from routes import health, tasks
@@ -76,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         default_response_class=FastJSONResponse,
         generate_unique_id_function=operation_id,
         redoc_url=None,
+        redirect_slashes=False,  # `/api/tasks/` is a JSON 404, not a redirect that drops the body
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
@@ -93,7 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     _add_error_handlers(app)
 
-    # Added innermost first: CORS outermost, so even a crash's 500 carries the CORS headers.
+    # Added innermost first. Outermost to innermost: request id and access log (every response,
+    # preflights too), CORS, crash guard (so a 500 still carries CORS headers), rate limit, body guard.
     app.add_middleware(BodyGuardMiddleware)
     if settings.rate_limit_per_minute > 0:
         app.add_middleware(
@@ -102,9 +103,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             verifier=app.state.token_verifier,
             shared=app.state.shared_rate_counter,
         )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(CrashGuardMiddleware)
     app.add_middleware(
-        CORSMiddleware,
+        JsonCORSMiddleware,
         allow_origins=settings.cors_origin_list,
         allow_credentials=True,
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         expose_headers=CORS_EXPOSED,
         max_age=600,
     )
+    app.add_middleware(RequestContextMiddleware)
     return app
 
 
@@ -129,6 +131,8 @@ def _add_error_handlers(app: FastAPI) -> None:
             return MethodNotAllowed(
                 f"{request.method} is not allowed on this route; allowed: {allowed}.", headers=exc.headers
             ).to_response()
+        if exc.status_code == 400:  # FastAPI's "error parsing the body" (e.g. JSON nested too deep)
+            return InvalidJson("The body could not be parsed as JSON (too deeply nested?).").to_response()
         return error_response(exc.status_code, "HTTP_ERROR", str(exc.detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)

@@ -1,12 +1,15 @@
-"""Pure ASGI middleware: request id and access log, crash safety net, body size and type."""
+"""Pure ASGI middleware: request id and access log, CORS, crash safety net, body size and type."""
 import logging
 import re
 import time
 import uuid
 
+from starlette.datastructures import Headers
+from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from errors import InternalError, PayloadTooLarge, UnsupportedMediaType
+from errors import InternalError, PayloadTooLarge, UnsupportedMediaType, error_response
 from logs import request_id_var
 
 access_log = logging.getLogger("task_api.access")
@@ -25,8 +28,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 class RequestContextMiddleware:
-    """Gives every response an X-Request-ID, logs one line per request, and turns a crash into
-    a JSON 500 that leaks nothing (the traceback goes to the log, with the request id)."""
+    """Outermost: gives every response (CORS preflights included) an X-Request-ID and logs one
+    line per request."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -39,21 +42,16 @@ class RequestContextMiddleware:
         token = request_id_var.set(request_id)
         started = time.perf_counter()
         status = 500
-        response_started = False
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal status, response_started
+            nonlocal status
             if message["type"] == "http.response.start":
-                status, response_started = message["status"], True
+                status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_request_id)
-        except Exception:
-            error_log.exception("unhandled error", extra={"path": scope["path"], "method": scope["method"]})
-            if not response_started:
-                await InternalError().to_response()(scope, receive, send_with_request_id)
         finally:
             self._log_access(scope, status, started)
             request_id_var.reset(token)
@@ -70,6 +68,43 @@ class RequestContextMiddleware:
                 "user_id": scope.get("state", {}).get("user_id"),
             },
         )
+
+
+class CrashGuardMiddleware:
+    """Inside CORS (so the browser can read it): turns a crash into a JSON 500 that leaks nothing;
+    the traceback goes to the log, under the request id."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        response_started = False
+
+        async def send_tracking_start(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_tracking_start)
+        except Exception:
+            error_log.exception("unhandled error", extra={"path": scope["path"], "method": scope["method"]})
+            if not response_started:
+                await InternalError().to_response()(scope, receive, send)
+
+
+class JsonCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered in our JSON error shape."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code == 200:
+            return response
+        reason = response.body.decode(errors="replace")
+        return error_response(400, "BAD_REQUEST", f"CORS preflight refused: {reason}. Check CORS_ORIGINS.",
+                              dict(response.headers))
 
 
 def route_template(scope: Scope) -> str:

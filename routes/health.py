@@ -15,6 +15,11 @@ def health() -> Response:
     return FastJSONResponse({"status": "ok"})
 
 
+@router.head("/health", include_in_schema=False)  # for probes that only look at the status
+def health_head() -> Response:
+    return Response(status_code=200)
+
+
 @router.get(
     "/health/ready",
     response_model=HealthStatus,

@@ -524,3 +524,27 @@ def test_acknowledged_writes_survive_sigterm_and_sigkill(service):
     for task_id, task in {**acknowledged, **in_flight}.items():
         assert listed.get(task_id) == task, task_id
     service.stop(signal.SIGTERM)
+
+
+def test_cors_preflight_from_unknown_origin_is_refused_in_json(client):
+    response = client.options(
+        "/api/tasks",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error_code"] == "BAD_REQUEST"
+    assert "CORS_ORIGINS" in response.json()["detail"]
+    assert "access-control-allow-origin" not in response.headers
+    assert response.headers["x-request-id"]
+
+
+def test_health_answers_head_for_probes(client):
+    response = client.head("/health")
+    assert response.status_code == 200
+    assert response.content == b""
+
+
+def test_trailing_slash_is_a_json_404_not_a_redirect(client, alice):
+    response = alice.get("/api/tasks/", follow_redirects=False)
+    assert response.status_code == 404
+    assert response.json()["error_code"] == "NOT_FOUND"

@@ -72,9 +72,13 @@ class JwksKeys:
         if key is None:
             self.refresh(wait=True)
             key = self._find(kid, algorithm)
-        elif is_stale:
-            self.refresh(wait=False)  # keep serving the cached key; one request refreshes
+        elif is_stale and self._may_refetch():
+            # Keep serving the cached key; refresh in the background so no request waits on it.
+            threading.Thread(target=self.refresh, kwargs={"wait": False}, daemon=True).start()
         return key
+
+    def _may_refetch(self) -> bool:
+        return time.monotonic() - self._attempted_at >= self.refetch_min_seconds and not self._lock.locked()
 
     def refresh(self, *, wait: bool) -> None:
         if not self._lock.acquire(blocking=wait):
@@ -106,13 +110,15 @@ class JwksKeys:
             log.warning("jwks fetch failed; keeping %d cached keys", len(self._keys), extra={"error": str(exc)})
             return {}
         keys: dict[str | None, SigningKey] = {}
-        for entry in document.get("keys", []) if isinstance(document, dict) else []:
-            algorithms = allowed_algorithms(entry) if isinstance(entry, dict) else ()
-            if not algorithms or entry.get("use", "sig") != "sig":
-                continue  # a key type we do not verify with; the others still count
-            try:
-                keys[entry.get("kid")] = SigningKey(jwt.PyJWK(entry, algorithm=algorithms[0]), algorithms)
-            except jwt.PyJWTError:
+        entries = document.get("keys") if isinstance(document, dict) else None
+        for entry in entries if isinstance(entries, list) else []:
+            try:  # a malformed entry (wrong types, bad key material) is skipped; the others still count
+                algorithms = allowed_algorithms(entry) if isinstance(entry, dict) else ()
+                kid = entry.get("kid") if algorithms else None
+                if not algorithms or entry.get("use", "sig") != "sig" or not isinstance(kid, (str, type(None))):
+                    continue  # a key type we do not verify with
+                keys[kid] = SigningKey(jwt.PyJWK(entry, algorithm=algorithms[0]), algorithms)
+            except (jwt.PyJWTError, TypeError, ValueError, KeyError):
                 continue
         if not keys:
             log.warning("jwks document has no usable signing keys", extra={"url": self.url})
@@ -215,7 +221,11 @@ class TokenVerifier:
         return principal
 
     def _remember(self, token: str, principal: Principal, claims: dict[str, Any]) -> None:
-        entry = (principal, float(claims["exp"]), float(claims.get("nbf", -math.inf)), time.time() + VERIFIED_CACHE_SECONDS)
+        try:
+            expires_at, not_before = float(claims["exp"]), float(claims.get("nbf", -math.inf))
+        except (OverflowError, TypeError, ValueError):
+            return  # valid but exotic (e.g. exp=10**400): verify it in full on every request instead
+        entry = (principal, expires_at, not_before, time.time() + VERIFIED_CACHE_SECONDS)
         with self._verified_lock:
             if len(self._verified) >= VERIFIED_CACHE_SIZE:
                 self._verified.pop(next(iter(self._verified)))
@@ -235,6 +245,13 @@ def _explain(exc: jwt.PyJWTError) -> str:
         return "Token audience (aud) is not this service."
     if isinstance(exc, jwt.InvalidSignatureError):
         return "Token signature is invalid."
+    if isinstance(exc, jwt.exceptions.InvalidSubjectError):
+        return "Token's 'sub' claim must be a non-empty string (the user id)."
+    if isinstance(exc, jwt.exceptions.InvalidIssuedAtError):
+        return "Token's 'iat' claim must be a number (seconds since the epoch)."
+    if isinstance(exc, jwt.DecodeError) and "claim (" in str(exc):  # PyJWT: "... claim (exp) must be an integer."
+        claim = "exp" if "(exp)" in str(exc) else "nbf"
+        return f"Token's '{claim}' claim must be a number (seconds since the epoch)."
     if isinstance(exc, jwt.DecodeError):
         return "Malformed token: its parts are not valid base64url JSON."
     return "Token is invalid."

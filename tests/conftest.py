@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-TEST_SECRET = "test-secret-" + secrets.token_urlsafe(32)
+TEST_SECRET = "test-secret-" + secrets.token_urlsafe(48)  # 64+ bytes: long enough for HS512
 # main.py builds `app` at import from the environment; give it a valid one before any import.
 os.environ.setdefault("BETTER_AUTH_SECRET", TEST_SECRET)
 os.environ["BETTER_AUTH_SECRET"] = TEST_SECRET

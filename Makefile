@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: run test token migrate bench clean
+.PHONY: run test token migrate bench bench-eddsa bench-memory profile clean
 
 ## run: install, write .env with a random dev secret if there is none, migrate, serve on SQLite
 run: $(BIN)/.installed .env
@@ -30,8 +30,21 @@ token: $(BIN)/.installed .env
 migrate: $(BIN)/.installed
 	$(BIN)/alembic upgrade head
 
+## bench: ours vs the floor on local PostgreSQL with wrk (~5 min); prints a table, writes bench/results/latest.json
 bench: $(BIN)/.dev-installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+## bench-eddsa: the same, ours verifying EdDSA tokens from a local JWKS
+bench-eddsa: $(BIN)/.dev-installed
+	$(BIN)/python bench/run.py --auth eddsa $(BENCH_ARGS)
+
+## bench-memory: resident memory per worker after 1,000 and after 100,000 requests
+bench-memory: $(BIN)/.dev-installed
+	$(BIN)/python bench/run.py --memory-only --budget 600
+
+## profile: py-spy profile of a worker under list + get-one load
+profile: $(BIN)/.dev-installed
+	bench/profile.sh
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -55,16 +55,23 @@ def create_once(session: Session, user_id: str, key: str, fields: dict[str, Any]
     task = store.insert_task(session, user_id, fields)
     body = to_json(store.public(task))
     now = store.utc_now()
-    session.exec(sa.delete(key_table).where(key_table.c.user_id == user_id, key_table.c.key == key))  # expired
+    # Only an expired row may be replaced. A live one was committed by a concurrent request after our
+    # lookup (SQLite has no advisory lock): then the insert below fails and we replay it.
     session.exec(
-        sa.insert(key_table).values(
-            user_id=user_id, key=key, request_hash=fingerprint, task_id=task["id"], response_body=body.decode(), created_at=now
+        sa.delete(key_table).where(
+            key_table.c.user_id == user_id, key_table.c.key == key, key_table.c.created_at < now - RETENTION
         )
     )
-    _purge_expired_now_and_then(session, now)
     try:
+        session.exec(
+            sa.insert(key_table).values(
+                user_id=user_id, key=key, request_hash=fingerprint, task_id=task["id"], response_body=body.decode(),
+                created_at=now,
+            )
+        )
+        _purge_expired_now_and_then(session, now)
         session.commit()
-    except sa.exc.IntegrityError:  # another request with this key committed first
+    except sa.exc.IntegrityError:  # another request with this key committed first (at INSERT or COMMIT)
         session.rollback()
         earlier = _find(session, user_id, key)
         if earlier is None:

@@ -87,9 +87,8 @@ def modify_task(
     re-read and re-apply (last write wins) rather than overwrite what we did not see.
     """
     for _ in range(WRITE_ATTEMPTS):
-        # On PostgreSQL the row stays locked until commit, so concurrent writers queue here and each
-        # reads the version the previous one wrote: the update below cannot lose, no retry storm.
-        # (SQLite ignores FOR UPDATE; it runs one writer at a time and the loop covers the rest.)
+        # The row stays locked until commit (SQLite: the whole database), so concurrent writers queue
+        # here and each reads the version the previous one wrote: the update below cannot lose.
         current = get_task(session, user_id, task_id, for_update=True)
         if_match.check(current)
         values = _with_bookkeeping(current, change(current))
@@ -255,7 +254,13 @@ def _find(session: Session, user_id: str, task_id: int, *, for_update: bool = Fa
     if not 1 <= task_id <= MAX_TASK_ID:
         return None
     query = sa.select(*SELECTED_COLUMNS).where(_owned(user_id, task_id))
-    row = session.exec(query.with_for_update() if for_update else query).mappings().first()
+    if for_update and session.get_bind().dialect.name == "sqlite":
+        # SQLite has no FOR UPDATE: a no-op UPDATE opens the transaction with the write lock (waiting
+        # its turn, busy_timeout), so the read below is the latest and nobody writes until we commit.
+        session.exec(sa.update(task_table).where(_owned(user_id, task_id)).values(version=task_table.c.version))
+    elif for_update:
+        query = query.with_for_update()
+    row = session.exec(query).mappings().first()
     return dict(row) if row is not None else None
 
 

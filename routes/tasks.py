@@ -36,6 +36,7 @@ IdempotencyKeyHeader = Annotated[
         alias="Idempotency-Key",
         description="Any unique string (a UUID): a retry with the same key and body returns the first response "
         "and creates nothing; the same key with another body is 422; while the first is running, 409.",
+        json_schema_extra={"pattern": "^[!-~]{1,255}$"},  # 1 to 255 visible ASCII characters (checked in idempotency.py)
     ),
 ]
 IfNoneMatch = Annotated[str | None, Header(description="An ETag you hold: 304 Not Modified if the task still has it.")]

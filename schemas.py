@@ -2,7 +2,7 @@
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 Priority = Literal["low", "medium", "high"]
@@ -71,9 +71,16 @@ def parse_utc_datetime(value: Any) -> datetime:
         raise PydanticCustomError("iso_datetime", "is outside the supported range of dates") from None
 
 
-Title = Annotated[StrictStr, AfterValidator(_trimmed(255, "title"))]
-Description = Annotated[StrictStr, AfterValidator(_description)]
-Tags = Annotated[list[StrictStr], AfterValidator(_tags)]
+# The rules above, also in the OpenAPI schema (for clients and fuzzers); the validators stay the source of
+# truth (they trim first). `\S`: at least one character that is not a space.
+Title = Annotated[
+    StrictStr,
+    AfterValidator(_trimmed(255, "title")),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"}),
+]
+Description = Annotated[StrictStr, AfterValidator(_description), WithJsonSchema({"type": "string", "maxLength": 1000})]
+Tag = Annotated[StrictStr, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 50, "pattern": r"\S"})]
+Tags = Annotated[list[Tag], AfterValidator(_tags)]
 UtcDateTime = Annotated[datetime, BeforeValidator(parse_utc_datetime)]
 
 
@@ -83,11 +90,18 @@ class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _default_in_words_only(schema: dict[str, Any]) -> None:
+    """Drop `default` from a request field's JSON schema (the description says it): openapi-typescript
+    makes every property of a component schema that has a `default` required, so a typed client
+    would have to send it."""
+    schema.pop("default", None)
+
+
 class TaskCreate(StrictBody):
     title: Title = Field(examples=["Buy groceries"], description="1 to 255 characters after trimming.")
     description: Description | None = Field(None, examples=["Milk, bread, eggs"], description="At most 1000 characters.")
-    completed: StrictBool = False
-    priority: Priority = "medium"
+    completed: StrictBool = Field(False, description="Default `false`.", json_schema_extra=_default_in_words_only)
+    priority: Priority = Field("medium", description="Default `medium`.", json_schema_extra=_default_in_words_only)
     tags: Tags = Field(
         default_factory=list,
         examples=[["home", "errands"]],

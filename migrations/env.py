@@ -28,13 +28,13 @@ def database_url() -> str:
 @contextmanager
 def migration_lock(connection: sa.Connection):
     if connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")
-        connection.commit()
-        try:
-            yield
-        finally:
-            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")
-            connection.commit()
+        # Transaction-scoped: taken in the transaction the migrations then run in (PostgreSQL has
+        # transactional DDL; alembic joins this transaction), released by its commit or rollback.
+        # A session lock (pg_advisory_lock) would break behind PgBouncer in transaction mode, as
+        # Neon's pooled endpoint is: lock and unlock could land on different server connections,
+        # leaving the lock held on a pooled connection and the next migration waiting forever.
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_KEY})")
+        yield
     elif connection.dialect.name == "sqlite" and make_url(connection.engine.url).database not in (None, "", ":memory:"):
         lock_path = Path(make_url(connection.engine.url).database).with_suffix(".migrate-lock")
         with open(lock_path, "w") as lock_file:

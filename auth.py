@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from config import Settings
 from errors import Unauthorized
@@ -261,7 +262,7 @@ def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def get_current_principal(request: Request, _: Annotated[Any, Depends(bearer_scheme)] = None) -> Principal:
+async def get_current_principal(request: Request, _: Annotated[Any, Depends(bearer_scheme)] = None) -> Principal:
     already_verified = getattr(request.state, "principal", None)  # by the rate limiter, this request
     if already_verified is not None:
         request.state.user_id = already_verified.user_id
@@ -273,7 +274,10 @@ def get_current_principal(request: Request, _: Annotated[Any, Depends(bearer_sch
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("Authorization header must be 'Bearer <JWT>'.", token_given=False)
-    principal = request.app.state.token_verifier.verify(token)
+    verifier: TokenVerifier = request.app.state.token_verifier
+    # A token seen before costs a dict lookup; a new one is verified in the threadpool (a signature
+    # check, maybe a JWKS fetch), never on the event loop.
+    principal = verifier.cached(token) or await run_in_threadpool(verifier.verify, token)
     request.state.user_id = principal.user_id  # for the access log and the rate limit
     return principal
 

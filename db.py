@@ -1,26 +1,27 @@
-"""The pooled engine, the session dependency, and schema upgrades."""
+"""The pooled engine, the database dependency, and schema upgrades."""
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import orjson
 import sqlalchemy as sa
 from fastapi import Depends, Request
-from sqlmodel import Session
 
 from config import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent
+PING_IF_IDLE_SECONDS = 1.0
 
 
 def make_engine(settings: Settings) -> sa.Engine:
     json_options = {"json_serializer": lambda value: orjson.dumps(value).decode(), "json_deserializer": orjson.loads}
     if settings.is_sqlite:
-        return _make_sqlite_engine(settings.database_url, json_options)
-    return sa.create_engine(
+        return _make_sqlite_engine(settings.database_url, settings.db_pool_size, json_options)
+    engine = sa.create_engine(
         settings.database_url,
-        # A connection the server (or Neon's idle reaper) closed is replaced, not handed out.
-        pool_pre_ping=True,
+        isolation_level="AUTOCOMMIT",  # see Database
         pool_recycle=settings.db_pool_recycle_seconds,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -38,15 +39,39 @@ def make_engine(settings: Settings) -> sa.Engine:
         },
         **json_options,
     )
+    _ping_connections_that_sat_idle(engine)
+    return engine
 
 
-def _make_sqlite_engine(url: str, json_options: dict) -> sa.Engine:
+def _ping_connections_that_sat_idle(engine: sa.Engine) -> None:
+    """Check a pooled connection before use if it sat idle: one the server (or Neon's idle reaper)
+    closed is replaced, not handed out. `pool_pre_ping` would ping on every checkout, a round trip
+    per request; a connection used within the last second is known to be alive. After a database
+    restart the first failed statement invalidates the whole pool, so no stale connection stays."""
+
+    @sa.event.listens_for(engine, "checkin")
+    def _remember_last_use(_dbapi_connection, record) -> None:
+        record.info["last_used"] = time.monotonic()
+
+    @sa.event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_connection, record, _proxy) -> None:
+        if time.monotonic() - record.info.get("last_used", 0.0) < PING_IF_IDLE_SECONDS:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except Exception as exc:  # the pool retries with a fresh connection
+            raise sa.exc.DisconnectionError() from exc
+
+
+def _make_sqlite_engine(url: str, pool_size: int, json_options: dict) -> sa.Engine:
     in_memory = sa.engine.make_url(url).database in (None, "", ":memory:")
     # Handlers run in a threadpool: connections are shared across threads, one at a time.
     # An in-memory database exists once per connection, so it gets exactly one.
-    pool_options = {"poolclass": sa.pool.StaticPool} if in_memory else {"pool_size": 8, "max_overflow": 8}
+    pool_options = {"poolclass": sa.pool.StaticPool} if in_memory else {"pool_size": pool_size, "max_overflow": 4}
     engine = sa.create_engine(
         url,
+        isolation_level="AUTOCOMMIT",  # see Database
         connect_args={"check_same_thread": False, "timeout": 10},
         hide_parameters=True,  # as above: no task contents in exception messages
         **pool_options,
@@ -71,12 +96,38 @@ def _unicode_lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        yield session
+class Database:
+    """How the store talks to the database. Every pooled connection is in autocommit mode from the
+    moment it connects: a read or a single-statement write costs one round trip (no BEGIN, no
+    ROLLBACK on return, no isolation switch). `transaction()` is for several statements that
+    commit together; on SQLite it takes the write lock up front (BEGIN IMMEDIATE), so two
+    writers queue instead of failing on a stale snapshot."""
+
+    def __init__(self, engine: sa.Engine):
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._begin = "BEGIN IMMEDIATE" if self.dialect == "sqlite" else "BEGIN"
+
+    def connect(self) -> sa.Connection:
+        return self.engine.connect()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as connection:
+            connection.exec_driver_sql(self._begin)
+            try:
+                yield connection
+            except BaseException:
+                connection.exec_driver_sql("ROLLBACK")
+                raise
+            connection.exec_driver_sql("COMMIT")
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+async def get_database(request: Request) -> Database:
+    return request.app.state.database
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]
 
 
 def database_is_reachable(engine: sa.Engine) -> bool:

@@ -11,14 +11,14 @@ import logging
 import re
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlmodel import Session
 
 import store
+from db import Database
 from errors import Conflict, IdempotencyKeyReused, ValidationFailed
 from models import IdempotencyKey
 from responses import to_json
@@ -44,55 +44,39 @@ def check_key(key: str) -> str:
     return key
 
 
-def create_once(session: Session, user_id: str, key: str, fields: dict[str, Any]) -> tuple[int, bytes, bool]:
+def create_once(db: Database, user_id: str, key: str, fields: dict[str, Any]) -> tuple[int, bytes, bool]:
     """Create the task, or replay the first response for this key: (task id, body, replayed)."""
     fingerprint = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)).hexdigest()
-    _lock_or_conflict(session, user_id, key)
-    earlier = _find(session, user_id, key)
-    if earlier is not None:
-        session.rollback()
-        return *_replay(earlier, fingerprint), True
-    task = store.insert_task(session, user_id, fields)
-    body = to_json(store.public(task))
-    now = store.utc_now()
-    # Only an expired row may be replaced. A live one was committed by a concurrent request after our
-    # lookup (SQLite has no advisory lock): then the insert below fails and we replay it.
-    session.exec(
-        sa.delete(key_table).where(
-            key_table.c.user_id == user_id, key_table.c.key == key, key_table.c.created_at < now - RETENTION
-        )
-    )
     try:
-        session.exec(
-            sa.insert(key_table).values(
-                user_id=user_id, key=key, request_hash=fingerprint, task_id=task["id"], response_body=body.decode(),
-                created_at=now,
-            )
-        )
-        _purge_expired_now_and_then(session, now)
-        session.commit()
-    except sa.exc.IntegrityError:  # another request with this key committed first (at INSERT or COMMIT)
-        session.rollback()
-        earlier = _find(session, user_id, key)
+        with db.transaction() as connection:
+            _lock_or_conflict(connection, user_id, key)
+            earlier = _find(connection, user_id, key)
+            if earlier is not None:
+                return *_replay(earlier, fingerprint), True
+            task = store.insert_task(connection, user_id, fields)
+            body = to_json(store.public(task))
+            _remember(connection, user_id, key, fingerprint, task["id"], body)
+            return task["id"], body, False
+    except sa.exc.IntegrityError:  # a request with this key committed first (SQLite: no advisory lock)
+        with db.connect() as connection:
+            earlier = _find(connection, user_id, key)
         if earlier is None:
             raise
         return *_replay(earlier, fingerprint), True
-    return task["id"], body, False
 
 
-def _lock_or_conflict(session: Session, user_id: str, key: str) -> None:
-    if session.get_bind().dialect.name != "postgresql":
+def _lock_or_conflict(connection: sa.Connection, user_id: str, key: str) -> None:
+    if connection.dialect.name != "postgresql":
         return
-    acquired = session.exec(
+    acquired = connection.execute(
         sa.select(sa.func.pg_try_advisory_xact_lock(ADVISORY_LOCK_NAMESPACE, sa.func.hashtext(f"{user_id}\x1f{key}")))
     ).scalar_one()
     if not acquired:
-        session.rollback()
         raise Conflict("A request with this Idempotency-Key is still being processed. Retry in a moment.")
 
 
-def _find(session: Session, user_id: str, key: str) -> sa.Row | None:
-    return session.exec(
+def _find(connection: sa.Connection, user_id: str, key: str) -> sa.Row | None:
+    return connection.execute(
         sa.select(key_table.c.request_hash, key_table.c.task_id, key_table.c.response_body).where(
             key_table.c.user_id == user_id,
             key_table.c.key == key,
@@ -107,7 +91,24 @@ def _replay(earlier: sa.Row, fingerprint: str) -> tuple[int, bytes]:
     return earlier.task_id, earlier.response_body.encode()
 
 
-def _purge_expired_now_and_then(session: Session, now: Any) -> None:
+def _remember(connection: sa.Connection, user_id: str, key: str, fingerprint: str, task_id: int, body: bytes) -> None:
+    now = store.utc_now()
+    # Only an expired row may be replaced. A live one was committed by a concurrent request after our
+    # lookup (SQLite has no advisory lock): then the insert below fails and the request replays it.
+    connection.execute(
+        sa.delete(key_table).where(
+            key_table.c.user_id == user_id, key_table.c.key == key, key_table.c.created_at < now - RETENTION
+        )
+    )
+    connection.execute(
+        sa.insert(key_table).values(
+            user_id=user_id, key=key, request_hash=fingerprint, task_id=task_id, response_body=body.decode(), created_at=now
+        )
+    )
+    _purge_expired_now_and_then(connection, now)
+
+
+def _purge_expired_now_and_then(connection: sa.Connection, now: datetime) -> None:
     """Expired keys go without a separate job: one keyed create in each process every few minutes
     deletes them, in its transaction."""
     global _last_purge
@@ -115,7 +116,7 @@ def _purge_expired_now_and_then(session: Session, now: Any) -> None:
         return
     try:
         _last_purge = time.monotonic()
-        purged = session.exec(sa.delete(key_table).where(key_table.c.created_at < now - RETENTION)).rowcount
+        purged = connection.execute(sa.delete(key_table).where(key_table.c.created_at < now - RETENTION)).rowcount
         if purged:
             log.info("purged expired idempotency keys", extra={"count": purged})
     finally:

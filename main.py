@@ -4,6 +4,7 @@ import threading
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,7 +15,7 @@ from starlette.responses import Response
 
 from auth import TokenVerifier
 from config import Settings
-from db import make_engine
+from db import Database, make_engine
 from errors import ApiError, InvalidJson, MethodNotAllowed, NotFound, ServiceUnavailable, ValidationFailed, error_response
 from logs import configure_logging
 from middleware import BodyGuardMiddleware, CrashGuardMiddleware, JsonCORSMiddleware, RequestContextMiddleware
@@ -59,6 +60,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # One handler thread per pooled connection: more threads would only queue for the pool
+        # (or open and close overflow connections on every request).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.db_pool_size
         verifier: TokenVerifier = app.state.token_verifier
         if verifier.jwks is not None:  # warm the key cache; failure is logged, not fatal
             threading.Thread(target=verifier.jwks.refresh, kwargs={"wait": True}, daemon=True).start()
@@ -79,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = make_engine(settings)
+    app.state.database = Database(app.state.engine)
     app.state.token_verifier = TokenVerifier(settings)
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
 

@@ -39,14 +39,13 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlmodel import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import store  # noqa: E402
 from config import DatabaseSettings  # noqa: E402
-from db import upgrade_schema  # noqa: E402
+from db import Database, upgrade_schema  # noqa: E402
 from routes.listing import ListQuery  # noqa: E402
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/taskapi_explain"
@@ -167,13 +166,13 @@ def _csv_value(name: str, value: Any) -> Any:
 @dataclass
 class Case:
     name: str
-    run: Callable[[Session], Any]
+    run: Callable[[Database], Any]
 
 
-def listing(user_id: str, **params: Any) -> Callable[[Session], Any]:
+def listing(user_id: str, **params: Any) -> Callable[[Database], Any]:
     query = ListQuery.model_validate(params)
-    return lambda session: store.list_tasks(
-        session, query.to_filter(user_id), query.order_by(), limit=query.limit, offset=query.offset
+    return lambda db: store.list_tasks(
+        db, query.to_filter(user_id), query.order_by(), limit=query.limit, offset=query.offset
     )
 
 
@@ -190,12 +189,12 @@ def cases(light_user: str) -> list[Case]:
         Case("list: overdue=true", listing(HEAVY_USER, overdue=True)),
         Case("list: default, page 20 (offset 1900)", listing(HEAVY_USER, offset=1900)),
         Case("list: default (a user with 100 tasks)", listing(light_user, limit=20)),
-        Case("stats (heavy user)", lambda session: store.stats(session, HEAVY_USER)),
-        Case("tags (heavy user)", lambda session: store.tag_counts(session, HEAVY_USER)),
+        Case("stats (heavy user)", lambda db: store.stats(db, HEAVY_USER)),
+        Case("tags (heavy user)", lambda db: store.tag_counts(db, HEAVY_USER)),
     ]
 
 
-def capture(engine: sa.Engine, run: Callable[[Session], Any]) -> list[tuple[str, Any]]:
+def capture(engine: sa.Engine, run: Callable[[Database], Any]) -> list[tuple[str, Any]]:
     """The statements (SQL text and parameters, as sent to psycopg2) that `run` executes."""
     captured: list[tuple[str, Any]] = []
 
@@ -204,8 +203,7 @@ def capture(engine: sa.Engine, run: Callable[[Session], Any]) -> list[tuple[str,
 
     sa.event.listen(engine, "before_cursor_execute", listener)
     try:
-        with Session(engine) as session:
-            run(session)
+        run(Database(engine))
     finally:
         sa.event.remove(engine, "before_cursor_execute", listener)
     return captured

@@ -1,13 +1,12 @@
 """The task routes. Mounted twice by main.py: at `/api` and at `/api/{user_id}`, one implementation."""
-from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 
 import idempotency
 import store
 from auth import CurrentUser
-from db import SessionDep
+from db import Database, DatabaseDep
 from errors import Forbidden, ValidationFailed
 from responses import FastJSONResponse
 from routes.listing import ListQuery, link_header
@@ -60,7 +59,7 @@ BODY_ERRORS = {
 }
 
 
-def require_path_user(
+async def require_path_user(
     user: CurrentUser,
     user_id: Annotated[str, Path(description="Must equal the token's `sub` (else 403).", examples=["user_2x9"])],
 ) -> None:
@@ -88,15 +87,15 @@ def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[st
         }
     },
 )
-def list_tasks(request: Request, user: CurrentUser, session: SessionDep, query: Annotated[ListQuery, Query()]) -> Response:
+def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[ListQuery, Query()]) -> Response:
     tasks, total = store.list_tasks(
-        session, query.to_filter(user.user_id), query.order_by(), limit=query.limit, offset=query.offset
+        db, query.to_filter(user.user_id), query.order_by(), limit=query.limit, offset=query.offset
     )
     headers = {"X-Total-Count": str(total)}
     links = link_header(request, query.offset, query.limit, total)
     if links:
         headers["Link"] = links
-    return FastJSONResponse([store.public(task) for task in tasks], headers=headers)
+    return FastJSONResponse(tasks, headers=headers)
 
 
 @router.post(
@@ -111,14 +110,14 @@ def list_tasks(request: Request, user: CurrentUser, session: SessionDep, query: 
     },
 )
 def create_task(
-    request: Request, user: CurrentUser, session: SessionDep, body: TaskCreate, idempotency_key: IdempotencyKeyHeader = None
+    request: Request, user: CurrentUser, db: DatabaseDep, body: TaskCreate, idempotency_key: IdempotencyKeyHeader = None
 ) -> Response:
     location = request.url.path.rstrip("/") + "/{}"
     if idempotency_key is None:
-        task = store.create_task(session, user.user_id, body.model_dump())
+        task = store.create_task(db, user.user_id, body.model_dump())
         return task_response(task, 201, {"Location": location.format(task["id"])})
     key = idempotency.check_key(idempotency_key)
-    task_id, content, replayed = idempotency.create_once(session, user.user_id, key, body.model_dump())
+    task_id, content, replayed = idempotency.create_once(db, user.user_id, key, body.model_dump())
     headers = {
         "Location": location.format(task_id),
         "ETag": store.etag_of({"id": task_id, "version": 1}),
@@ -135,7 +134,7 @@ def create_task(
 )
 def delete_completed_tasks(
     user: CurrentUser,
-    session: SessionDep,
+    db: DatabaseDep,
     completed: Annotated[bool | None, Query(description="Must be `true`: deletes every completed task of yours.")] = None,
 ) -> Response:
     if completed is not True:
@@ -143,17 +142,17 @@ def delete_completed_tasks(
             [{"field": "completed", "message": "add ?completed=true to delete your completed tasks"}],
             detail="DELETE /api/tasks only clears completed tasks: add ?completed=true.",
         )
-    return FastJSONResponse({"deleted": store.delete_completed(session, user.user_id)})
+    return FastJSONResponse({"deleted": store.delete_completed(db, user.user_id)})
 
 
 @router.get("/tasks/stats", response_model=TaskStats, summary="Count your tasks")
-def task_stats(user: CurrentUser, session: SessionDep) -> Response:
-    return FastJSONResponse(store.stats(session, user.user_id))
+def task_stats(user: CurrentUser, db: DatabaseDep) -> Response:
+    return FastJSONResponse(store.stats(db, user.user_id))
 
 
 @router.get("/tags", response_model=list[TagCount], summary="Your tags with how many tasks carry each, most used first")
-def list_tags(user: CurrentUser, session: SessionDep) -> Response:
-    return FastJSONResponse(store.tag_counts(session, user.user_id))
+def list_tags(user: CurrentUser, db: DatabaseDep) -> Response:
+    return FastJSONResponse(store.tag_counts(db, user.user_id))
 
 
 @router.get("/me", response_model=Me, summary="Who the token says you are")
@@ -168,19 +167,18 @@ def read_me(user: CurrentUser) -> Response:
     responses={200: {"headers": ETAG_HEADER}, 304: {"description": "Not modified (If-None-Match matched)."}, **TASK_NOT_FOUND},
 )
 def read_task(
-    task_id: TaskId, user: CurrentUser, session: SessionDep, if_none_match: IfNoneMatch = None
+    task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_none_match: IfNoneMatch = None
 ) -> Response:
-    task = store.get_task(session, user.user_id, task_id)
+    task = store.get_task(db, user.user_id, task_id)
     etag = store.etag_of(task)
     if if_none_match and (if_none_match.strip() == "*" or etag in {tag.strip() for tag in if_none_match.split(",")}):
         return Response(status_code=304, headers={"ETag": etag})
     return task_response(task)
 
 
-def _update(session: SessionDep, user: CurrentUser, task_id: int, body: TaskUpdate, if_match: str | None) -> Response:
+def _update(db: Database, user: CurrentUser, task_id: int, body: TaskUpdate, if_match: str | None) -> Response:
     changes = body.model_dump(exclude_unset=True)
-    task = store.modify_task(session, user.user_id, task_id, lambda _current: changes, store.Precondition(if_match))
-    return task_response(task)
+    return task_response(store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
 
 
 UPDATE_DOC = {
@@ -192,16 +190,16 @@ UPDATE_DOC = {
 
 @router.put("/tasks/{task_id}", summary="Update a task (partial, same as PATCH)", **UPDATE_DOC)
 def put_task(
-    task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskUpdate, if_match: IfMatch = None
+    task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskUpdate, if_match: IfMatch = None
 ) -> Response:
-    return _update(session, user, task_id, body, if_match)
+    return _update(db, user, task_id, body, if_match)
 
 
 @router.patch("/tasks/{task_id}", summary="Update a task (partial)", **UPDATE_DOC)
 def patch_task(
-    task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskUpdate, if_match: IfMatch = None
+    task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskUpdate, if_match: IfMatch = None
 ) -> Response:
-    return _update(session, user, task_id, body, if_match)
+    return _update(db, user, task_id, body, if_match)
 
 
 @router.delete(
@@ -211,8 +209,8 @@ def patch_task(
     summary="Delete a task",
     responses=WRITE_ERRORS,
 )
-def delete_task(task_id: TaskId, user: CurrentUser, session: SessionDep, if_match: IfMatch = None) -> Response:
-    store.delete_task(session, user.user_id, task_id, store.Precondition(if_match))
+def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
+    store.delete_task(db, user.user_id, task_id, store.Precondition(if_match))
     return Response(status_code=204)
 
 
@@ -222,11 +220,9 @@ def delete_task(task_id: TaskId, user: CurrentUser, session: SessionDep, if_matc
     summary="Flip a task's completed flag",
     responses={200: {"headers": ETAG_HEADER}, **WRITE_ERRORS},
 )
-def toggle_task(task_id: TaskId, user: CurrentUser, session: SessionDep, if_match: IfMatch = None) -> Response:
-    task = store.modify_task(
-        session, user.user_id, task_id, lambda current: {"completed": not current["completed"]}, store.Precondition(if_match)
-    )
-    return task_response(task)
+def toggle_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
+    changes = {"completed": store.FLIP}
+    return task_response(store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
 
 
 @router.patch(
@@ -239,12 +235,9 @@ def toggle_task(task_id: TaskId, user: CurrentUser, session: SessionDep, if_matc
 def complete_task(
     task_id: TaskId,
     user: CurrentUser,
-    session: SessionDep,
+    db: DatabaseDep,
     body: Annotated[CompletionUpdate | None, Body()] = None,
     if_match: IfMatch = None,
 ) -> Response:
-    def change(current: dict[str, Any]) -> dict[str, Any]:
-        return {"completed": body.completed if body is not None else not current["completed"]}
-
-    task = store.modify_task(session, user.user_id, task_id, change, store.Precondition(if_match))
-    return task_response(task)
+    changes = {"completed": body.completed if body is not None else store.FLIP}
+    return task_response(store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))

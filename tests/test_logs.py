@@ -120,12 +120,12 @@ def test_a_database_crash_logs_its_traceback_without_task_contents(database_url,
     from fastapi.testclient import TestClient
 
     marker = f"CONTENT-{uuid.uuid4().hex}"
-    real_replace_tags = store._replace_tags
+    real_insert_tags = store._insert_tags
 
-    def broken_replace_tags(session, task):  # a foreign key that points nowhere: an IntegrityError
-        real_replace_tags(session, {**task, "id": 2**31 - 2})
+    def broken_insert_tags(connection, task):  # a foreign key that points nowhere: an IntegrityError
+        real_insert_tags(connection, {**task, "id": 2**31 - 2})
 
-    monkeypatch.setattr(store, "_replace_tags", broken_replace_tags)
+    monkeypatch.setattr(store, "_insert_tags", broken_insert_tags)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())

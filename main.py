@@ -39,7 +39,7 @@ Every error is JSON: `{"detail", "error_code", "timestamp"}`, plus `errors: [{fi
 """
 RETRY_AFTER_SECONDS = "5"
 CORS_HEADERS = ["Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key", "X-Request-ID"]
-CORS_EXPOSED = ["ETag", "Location", "Link", "X-Total-Count", "X-Request-ID", "Retry-After"]
+CORS_EXPOSED = ["ETag", "Location", "Link", "X-Total-Count", "X-Request-ID", "Retry-After", "Idempotent-Replayed"]
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing, malformed, expired or forged token (UNAUTHORIZED)."},
     422: {"model": ErrorBody, "description": "Invalid parameters or body (VALIDATION_ERROR), with `errors`."},
@@ -97,7 +97,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={**COMMON_ERRORS, 403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}},
     )
     _add_error_handlers(app)
+    _add_middleware(app, settings)
+    return app
 
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
     # Added innermost first. Outermost to innermost: request id and access log (every response,
     # preflights too), CORS, crash guard (so a 500 still carries CORS headers), rate limit, body guard.
     app.add_middleware(BodyGuardMiddleware)
@@ -119,7 +123,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_age=600,
     )
     app.add_middleware(RequestContextMiddleware)
-    return app
 
 
 def _add_error_handlers(app: FastAPI) -> None:

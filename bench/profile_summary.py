@@ -136,10 +136,10 @@ def summarise(samples, kind: str, top: int = 12) -> tuple[str, dict]:
         lines.append(f"{name:<56} {pct(n):6.1f} {pct(total[name]):8.1f}")
     for name, n in idle.most_common():
         lines.append(f"{name:<56} {'(' + format(n, ',') + ' samples)':>15}")
-    lines += ["", f"top functions by own time (innermost frame):"]
+    lines += ["", "top functions by own time (innermost frame):"]
     for name, n in func_own.most_common(top):
         lines.append(f"  {pct(n):5.1f}%  {name}")
-    lines += ["", f"top functions by total time (on the stack), framework and app frames:"]
+    lines += ["", "top functions by total time (on the stack), framework and app frames:"]
     shown = 0
     for name, n in func_total.most_common():
         func = name.split(" (", 1)[0]

@@ -49,7 +49,6 @@ ETAG_HEADER = {"ETag": {"description": "The task's version; send it back in If-M
 TASK_NOT_FOUND = {404: _error("No such task for this user (TASK_NOT_FOUND); another user's task looks the same.")}
 WRITE_ERRORS = {
     **TASK_NOT_FOUND,
-    409: _error("Too many concurrent writes to this task (CONFLICT); retry."),
     412: _error("If-Match does not match the task's current ETag (PRECONDITION_FAILED); nothing changed."),
 }
 BODY_ERRORS = {

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import jwt
 import pytest
@@ -34,6 +34,14 @@ DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
 BACKENDS = ["sqlite", "postgres"]
 
 
+def unavailable(message: str) -> NoReturn:
+    """Something a test needs (a server, a tool) is missing: skip, except under CI, where
+    everything must run, so it fails."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{message} (CI is set: this must run)")
+    pytest.skip(message)
+
+
 def postgres_admin_url() -> str:
     return os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
 
@@ -55,10 +63,7 @@ def postgres_server_url() -> str:
     url = postgres_admin_url()
     problem = _postgres_reachable(url)
     if problem:
-        message = f"PostgreSQL at {make_url(url).render_as_string(hide_password=True)} is unreachable: {problem}"
-        if os.environ.get("CI"):
-            pytest.fail(message + " (CI is set: PostgreSQL tests must run)")
-        pytest.skip(message)
+        unavailable(f"PostgreSQL at {make_url(url).render_as_string(hide_password=True)} is unreachable: {problem}")
     return url
 
 

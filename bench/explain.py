@@ -172,7 +172,7 @@ class Case:
 def listing(user_id: str, **params: Any) -> Callable[[Database], Any]:
     query = ListQuery.model_validate(params)
     return lambda db: store.list_tasks(
-        db, query.to_filter(user_id), query.order_by(), limit=query.limit, offset=query.offset
+        db, query.to_filter(user_id), *query.ordering(), limit=query.limit, offset=query.offset
     )
 
 

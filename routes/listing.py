@@ -1,26 +1,17 @@
-"""The list's query parameters, and how they become a filter, an order and Link headers."""
+"""The list's query parameters, and how they become a filter, an ordering and Link headers."""
 import re
 from typing import Annotated, Any, Literal
 
-import sqlalchemy as sa
 from fastapi import Request
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas import Priority, UtcDateTime
-from store import TaskFilter, task_table
+from store import TaskFilter
 
 SortField = Literal["created_at", "created", "updated_at", "due_date", "priority", "title"]
 SORT_ALIASES = {"created": "created_at"}
 ASCENDING_BY_DEFAULT = {"title", "due_date"}
-PRIORITY_RANK = sa.case({"low": 1, "medium": 2, "high": 3}, value=task_table.c.priority)
-SORT_KEYS = {
-    "created_at": task_table.c.created_at,
-    "updated_at": task_table.c.updated_at,
-    "due_date": task_table.c.due_date,
-    "priority": PRIORITY_RANK,
-    "title": sa.func.lower(task_table.c.title),
-}
 
 
 def _lowercase(value: Any) -> Any:
@@ -101,13 +92,10 @@ class ListQuery(BaseModel):
             overdue=self.overdue,
         )
 
-    def order_by(self) -> list[sa.ColumnElement[Any]]:
+    def ordering(self) -> tuple[str, bool]:
+        """(sort key, ascending), with the defaults of the contract."""
         sort = SORT_ALIASES.get(self.sort, self.sort)
-        ascending = (self.order or ("asc" if sort in ASCENDING_BY_DEFAULT else "desc")) == "asc"
-        key = SORT_KEYS[sort]
-        direction = sa.asc if ascending else sa.desc
-        primary = direction(key).nulls_last() if sort == "due_date" else direction(key)
-        return [primary, direction(task_table.c.id)]  # ties broken by id: pages are stable
+        return sort, (self.order or ("asc" if sort in ASCENDING_BY_DEFAULT else "desc")) == "asc"
 
 
 def link_header(request: Request, offset: int, limit: int, total: int) -> str | None:

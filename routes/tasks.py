@@ -87,9 +87,7 @@ def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[st
     },
 )
 def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[ListQuery, Query()]) -> Response:
-    tasks, total = store.list_tasks(
-        db, query.to_filter(user.user_id), query.order_by(), limit=query.limit, offset=query.offset
-    )
+    tasks, total = store.list_tasks(db, query.to_filter(user.user_id), *query.ordering(), query.limit, query.offset)
     headers = {"X-Total-Count": str(total)}
     links = link_header(request, query.offset, query.limit, total)
     if links:

@@ -328,7 +328,14 @@ def _explain_miss(connection: sa.Connection, user_id: str, task_id: int) -> None
 
 
 def _completion(completed: Any) -> str | None:
-    return {id(FLIP): "flip", id(True): "set", id(False): "clear"}.get(id(completed))
+    """What a change does to completed/completed_at: flip, set (true), clear (false), or nothing."""
+    if completed is FLIP:
+        return "flip"
+    if completed is True:
+        return "set"
+    if completed is False:
+        return "clear"
+    return None
 
 
 @functools.lru_cache(maxsize=256)

@@ -96,6 +96,10 @@ class BetterAuthServer:
         if not self._saw_ready or self._proc.poll() is not None:
             self.stop()
             raise RuntimeError(f"Better Auth server did not become ready:\n{self.output}")
+        # Better Auth creates its signing key on the first /jwks or /token call; two first calls at
+        # once (our service warming its key cache, a test asking for a token) can create two keys.
+        # A real deployment has its key in its database already: make it exist before anyone asks.
+        self.jwks()
         return self
 
     def _pump(self) -> None:

@@ -81,10 +81,13 @@ def _make_sqlite_engine(url: str, pool_size: int, json_options: dict) -> sa.Engi
     @sa.event.listens_for(engine, "connect")
     def _configure_sqlite(dbapi_connection, _record) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")  # readers do not wait for the writer
+        cursor.execute("PRAGMA busy_timeout=10000")  # first: every statement below may have to wait
+        # Readers do not wait for the writer. Switching needs the database to itself, so only a new
+        # file is switched; a connection opened during a burst of writes just reads the mode.
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a crash
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=10000")
         cursor.close()
         # SQLite's lower() folds ASCII only; searches must find "École" with "école" as PostgreSQL does.
         dbapi_connection.create_function("lower", 1, _unicode_lower, deterministic=True)

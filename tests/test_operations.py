@@ -5,8 +5,6 @@ against scratch databases of both backends.
 """
 import os
 import re
-import signal
-import socket
 import subprocess
 import threading
 import time
@@ -20,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from config import DEFAULT_SQLITE_URL, Settings
 from conftest import TEST_SECRET, make_settings, mint_token
+from live_server import LiveServer
 from db import upgrade_schema
 from main import create_app
 
@@ -404,64 +403,15 @@ def test_alembic_upgrade_head_from_two_processes_at_once(backend, scratch_databa
 # ---------------------------------------------------------------- durability
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class Service:
-    """`uvicorn main:app` as a real process on a free port."""
-
-    def __init__(self, database_url: str, log_path: Path):
-        self.database_url = database_url
-        self.log_path = log_path
-        self.process: subprocess.Popen | None = None
-        self.base_url = ""
-
-    def start(self) -> None:
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
-        log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [str(VENV_BIN / "uvicorn"), "main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=PROJECT, env=subprocess_env(self.database_url), stdout=log, stderr=subprocess.STDOUT,
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                pytest.fail(f"uvicorn exited with {self.process.returncode}:\n{self.log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{self.base_url}/health/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop(signal.SIGKILL)
-        pytest.fail(f"uvicorn did not become ready:\n{self.log_path.read_text()[-3000:]}")
-
-    def stop(self, sig: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            pytest.fail(f"uvicorn did not stop on signal {sig}")
-
-    def client(self, user_id: str) -> httpx.Client:
-        return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {mint_token(user_id)}"}, timeout=10)
-
-
 @pytest.fixture
-def service(backend, scratch_database, tmp_path):
-    service = Service(scratch_database(backend), tmp_path / "uvicorn.log")
-    yield service
-    if service.process is not None and service.process.poll() is None:
-        service.process.kill()
-        service.process.wait()
+def service(backend, scratch_database):
+    server = LiveServer(scratch_database(backend), secret=TEST_SECRET)
+    yield server
+    server.stop()
+
+
+def client_for(server: LiveServer, user_id: str) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {mint_token(user_id)}"}, timeout=10)
 
 
 @pytest.mark.slow
@@ -469,7 +419,7 @@ def test_acknowledged_writes_survive_sigterm_and_sigkill(service):
     user = "durable_user"
     service.start()
     acknowledged: dict[int, dict] = {}
-    with service.client(user) as http:
+    with client_for(service, user) as http:
         for i in range(10):
             response = http.post("/api/tasks", json={"title": f"task {i}", "tags": ["durable"], "priority": "high"})
             assert response.status_code == 201, response.text
@@ -482,9 +432,9 @@ def test_acknowledged_writes_survive_sigterm_and_sigkill(service):
         del acknowledged[second]
 
     # 1. A graceful stop.
-    service.stop(signal.SIGTERM)
+    service.stop()
     service.start()
-    with service.client(user) as http:
+    with client_for(service, user) as http:
         for task_id, task in acknowledged.items():
             assert http.get(f"/api/tasks/{task_id}").json() == task
         assert http.get(f"/api/tasks/{second}").status_code == 404
@@ -495,7 +445,7 @@ def test_acknowledged_writes_survive_sigterm_and_sigkill(service):
     in_flight: dict[int, dict] = {}
 
     def writer() -> None:
-        with service.client(user) as http:
+        with client_for(service, user) as http:
             i = 0
             while not stop_writing.is_set():
                 i += 1
@@ -512,18 +462,18 @@ def test_acknowledged_writes_survive_sigterm_and_sigkill(service):
     deadline = time.monotonic() + 20
     while len(in_flight) < 40 and time.monotonic() < deadline:
         time.sleep(0.01)
-    service.stop(signal.SIGKILL)  # mid-write: the writers are still sending
+    service.kill()  # mid-write: the writers are still sending
     stop_writing.set()
     for thread in threads:
         thread.join(timeout=15)
     assert len(in_flight) >= 10
 
     service.start()
-    with service.client(user) as http:
+    with client_for(service, user) as http:
         listed = {task["id"]: task for task in http.get("/api/tasks?limit=500").json()}
     for task_id, task in {**acknowledged, **in_flight}.items():
         assert listed.get(task_id) == task, task_id
-    service.stop(signal.SIGTERM)
+    service.stop()
 
 
 def test_cors_preflight_from_unknown_origin_is_refused_in_json(client):

@@ -11,7 +11,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from errors import InternalError, PayloadTooLarge, UnsupportedMediaType, error_response
+from errors import BadRequest, InternalError, PayloadTooLarge, UnsupportedMediaType
 from logs import request_id_var
 
 access_log = logging.getLogger("task_api.access")
@@ -119,8 +119,9 @@ class JsonCORSMiddleware(CORSMiddleware):
         if response.status_code == 200:
             return response
         reason = response.body.decode(errors="replace")
-        return error_response(400, "BAD_REQUEST", f"CORS preflight refused: {reason}. Check CORS_ORIGINS.",
-                              dict(response.headers))
+        kept = {name: value for name, value in response.headers.items() if name not in ("content-length", "content-type")}
+        refused = BadRequest(f"CORS preflight refused: {reason}. Check CORS_ORIGINS.", headers=kept)
+        return refused.to_response()
 
 
 def route_template(scope: Scope) -> str:

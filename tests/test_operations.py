@@ -484,6 +484,7 @@ def test_cors_preflight_from_unknown_origin_is_refused_in_json(client):
     assert response.status_code == 400
     assert response.json()["error_code"] == "BAD_REQUEST"
     assert "CORS_ORIGINS" in response.json()["detail"]
+    assert int(response.headers["content-length"]) == len(response.content)
     assert "access-control-allow-origin" not in response.headers
     assert response.headers["x-request-id"]
 

@@ -55,12 +55,12 @@ class Settings(DatabaseSettings):
     rate_limit_per_minute: int = Field(1200, ge=0)
     redis_url: str | None = None
 
-    # Also the number of handler threads per worker process (see main.lifespan).
-    db_pool_size: int = Field(16, ge=1)
-    db_max_overflow: int = Field(4, ge=0)
+    # Connections per worker process. Requests beyond it wait (at most db_pool_timeout_seconds).
+    db_pool_size: int = Field(10, ge=1)
     db_pool_timeout_seconds: float = Field(3.0, gt=0)
     db_connect_timeout_seconds: int = Field(3, ge=1)
-    db_pool_recycle_seconds: int = Field(300, ge=1)
+    # Off only behind PgBouncer older than 1.21 in transaction mode (Neon's pooler keeps them).
+    db_prepared_statements: bool = True
 
     log_level: str = "INFO"
 

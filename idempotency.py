@@ -9,7 +9,6 @@ the last line of defence: a duplicate insert fails and the request replays inste
 import hashlib
 import logging
 import re
-import threading
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,9 +17,9 @@ import orjson
 import sqlalchemy as sa
 
 import store
-from db import Database
+from db import Connection, Database, DuplicateKey, Row
 from errors import Conflict, IdempotencyKeyReused, ValidationFailed
-from models import IdempotencyKey
+from models import IdempotencyKey, UTCDateTime
 from responses import to_json
 
 log = logging.getLogger("task_api.idempotency")
@@ -33,7 +32,26 @@ PURGE_EVERY_SECONDS = 600.0
 ADVISORY_LOCK_NAMESPACE = 7_270_736
 
 _last_purge = 0.0
-_purge_lock = threading.Lock()
+
+TRY_LOCK = sa.select(
+    sa.func.pg_try_advisory_xact_lock(ADVISORY_LOCK_NAMESPACE, sa.func.hashtext(sa.bindparam("lock_name", type_=sa.Text)))
+)
+FIND_KEY = sa.select(key_table.c.request_hash, key_table.c.task_id, key_table.c.response_body).where(
+    key_table.c.user_id == sa.bindparam("owner"),
+    key_table.c.key == sa.bindparam("key"),
+    key_table.c.created_at >= sa.bindparam("retained_since", type_=UTCDateTime()),
+)
+DELETE_EXPIRED_KEY = sa.delete(key_table).where(
+    key_table.c.user_id == sa.bindparam("owner"),
+    key_table.c.key == sa.bindparam("key"),
+    key_table.c.created_at < sa.bindparam("retained_since", type_=UTCDateTime()),
+)
+INSERT_KEY = sa.insert(key_table).values(
+    {name: sa.bindparam(name) for name in ("user_id", "key", "request_hash", "task_id", "response_body", "created_at")}
+)
+PURGE_EXPIRED_KEYS = sa.delete(key_table).where(
+    key_table.c.created_at < sa.bindparam("retained_since", type_=UTCDateTime())
+)
 
 
 def check_key(key: str) -> str:
@@ -44,80 +62,66 @@ def check_key(key: str) -> str:
     return key
 
 
-def create_once(db: Database, user_id: str, key: str, fields: dict[str, Any]) -> tuple[int, bytes, bool]:
+async def create_once(db: Database, user_id: str, key: str, fields: dict[str, Any]) -> tuple[int, bytes, bool]:
     """Create the task, or replay the first response for this key: (task id, body, replayed)."""
     fingerprint = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)).hexdigest()
     try:
-        with db.transaction() as connection:
-            _lock_or_conflict(connection, user_id, key)
-            earlier = _find(connection, user_id, key)
+        async with db.transaction() as connection:
+            await _lock_or_conflict(connection, user_id, key)
+            earlier = await _find(connection, user_id, key)
             if earlier is not None:
                 return *_replay(earlier, fingerprint), True
-            task = store.insert_task(connection, user_id, fields)
+            task = await store.insert_task(connection, user_id, fields)
             body = to_json(store.public(task))
-            _remember(connection, user_id, key, fingerprint, task["id"], body)
+            await _remember(connection, user_id, key, fingerprint, task["id"], body)
             return task["id"], body, False
-    except sa.exc.IntegrityError:  # a request with this key committed first (SQLite: no advisory lock)
-        with db.connect() as connection:
-            earlier = _find(connection, user_id, key)
+    except DuplicateKey:  # a request with this key committed first (SQLite: no advisory lock)
+        async with db.connect() as connection:
+            earlier = await _find(connection, user_id, key)
         if earlier is None:
             raise
         return *_replay(earlier, fingerprint), True
 
 
-def _lock_or_conflict(connection: sa.Connection, user_id: str, key: str) -> None:
-    if connection.dialect.name != "postgresql":
+async def _lock_or_conflict(connection: Connection, user_id: str, key: str) -> None:
+    if connection.dialect != "postgresql":
         return
-    acquired = connection.execute(
-        sa.select(sa.func.pg_try_advisory_xact_lock(ADVISORY_LOCK_NAMESPACE, sa.func.hashtext(f"{user_id}\x1f{key}")))
-    ).scalar_one()
-    if not acquired:
+    if not await connection.fetch_value(TRY_LOCK, {"lock_name": f"{user_id}\x1f{key}"}):
         raise Conflict("A request with this Idempotency-Key is still being processed. Retry in a moment.")
 
 
-def _find(connection: sa.Connection, user_id: str, key: str) -> sa.Row | None:
-    return connection.execute(
-        sa.select(key_table.c.request_hash, key_table.c.task_id, key_table.c.response_body).where(
-            key_table.c.user_id == user_id,
-            key_table.c.key == key,
-            key_table.c.created_at >= store.utc_now() - RETENTION,
-        )
-    ).first()
+async def _find(connection: Connection, user_id: str, key: str) -> Row | None:
+    return await connection.fetch_one(
+        FIND_KEY, {"owner": user_id, "key": key, "retained_since": store.utc_now() - RETENTION}
+    )
 
 
-def _replay(earlier: sa.Row, fingerprint: str) -> tuple[int, bytes]:
-    if earlier.request_hash != fingerprint:
+def _replay(earlier: Row, fingerprint: str) -> tuple[int, bytes]:
+    if earlier["request_hash"] != fingerprint:
         raise IdempotencyKeyReused()
-    return earlier.task_id, earlier.response_body.encode()
+    return earlier["task_id"], earlier["response_body"].encode()
 
 
-def _remember(connection: sa.Connection, user_id: str, key: str, fingerprint: str, task_id: int, body: bytes) -> None:
+async def _remember(connection: Connection, user_id: str, key: str, fingerprint: str, task_id: int, body: bytes) -> None:
     now = store.utc_now()
     # Only an expired row may be replaced. A live one was committed by a concurrent request after our
     # lookup (SQLite has no advisory lock): then the insert below fails and the request replays it.
-    connection.execute(
-        sa.delete(key_table).where(
-            key_table.c.user_id == user_id, key_table.c.key == key, key_table.c.created_at < now - RETENTION
-        )
+    await connection.execute(DELETE_EXPIRED_KEY, {"owner": user_id, "key": key, "retained_since": now - RETENTION})
+    await connection.execute(
+        INSERT_KEY,
+        {"user_id": user_id, "key": key, "request_hash": fingerprint, "task_id": task_id,
+         "response_body": body.decode(), "created_at": now},
     )
-    connection.execute(
-        sa.insert(key_table).values(
-            user_id=user_id, key=key, request_hash=fingerprint, task_id=task_id, response_body=body.decode(), created_at=now
-        )
-    )
-    _purge_expired_now_and_then(connection, now)
+    await _purge_expired_now_and_then(connection, now)
 
 
-def _purge_expired_now_and_then(connection: sa.Connection, now: datetime) -> None:
+async def _purge_expired_now_and_then(connection: Connection, now: datetime) -> None:
     """Expired keys go without a separate job: one keyed create in each process every few minutes
     deletes them, in its transaction."""
     global _last_purge
-    if time.monotonic() - _last_purge < PURGE_EVERY_SECONDS or not _purge_lock.acquire(blocking=False):
+    if time.monotonic() - _last_purge < PURGE_EVERY_SECONDS:
         return
-    try:
-        _last_purge = time.monotonic()
-        purged = connection.execute(sa.delete(key_table).where(key_table.c.created_at < now - RETENTION)).rowcount
-        if purged:
-            log.info("purged expired idempotency keys", extra={"count": purged})
-    finally:
-        _purge_lock.release()
+    _last_purge = time.monotonic()  # before the await: one purge at a time per process
+    purged = await connection.execute(PURGE_EXPIRED_KEYS, {"retained_since": now - RETENTION})
+    if purged:
+        log.info("purged expired idempotency keys", extra={"count": purged})

@@ -1,8 +1,6 @@
 """Liveness and readiness, without auth, for load balancers and orchestrators."""
-from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
-
-from db import database_is_reachable
+from fastapi import APIRouter, Response
+from db import DatabaseDep
 from errors import ServiceUnavailable
 from responses import FastJSONResponse
 from schemas import ErrorBody, HealthStatus
@@ -11,12 +9,12 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health", response_model=HealthStatus, summary="Liveness: the process answers")
-def health() -> Response:
+async def health() -> Response:
     return FastJSONResponse({"status": "ok"})
 
 
 @router.head("/health", include_in_schema=False)  # for probes that only look at the status
-def health_head() -> Response:
+async def health_head() -> Response:
     return Response(status_code=200)
 
 
@@ -26,7 +24,7 @@ def health_head() -> Response:
     summary="Readiness: the database answers",
     responses={503: {"model": ErrorBody, "description": "The database is unreachable (SERVICE_UNAVAILABLE)."}},
 )
-async def readiness(request: Request) -> Response:
-    if not await run_in_threadpool(database_is_reachable, request.app.state.engine):
+async def readiness(db: DatabaseDep) -> Response:
+    if not await db.is_reachable():
         raise ServiceUnavailable(headers={"Retry-After": "5"})
     return FastJSONResponse({"status": "ok"})

@@ -86,8 +86,8 @@ def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[st
         }
     },
 )
-def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[ListQuery, Query()]) -> Response:
-    tasks, total = store.list_tasks(db, query.to_filter(user.user_id), *query.ordering(), query.limit, query.offset)
+async def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[ListQuery, Query()]) -> Response:
+    tasks, total = await store.list_tasks(db, query.to_filter(user.user_id), *query.ordering(), query.limit, query.offset)
     headers = {"X-Total-Count": str(total)}
     links = link_header(request, query.offset, query.limit, total)
     if links:
@@ -106,15 +106,15 @@ def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Anno
         409: _error("A request with this Idempotency-Key is still running (CONFLICT); retry shortly."),
     },
 )
-def create_task(
+async def create_task(
     request: Request, user: CurrentUser, db: DatabaseDep, body: TaskCreate, idempotency_key: IdempotencyKeyHeader = None
 ) -> Response:
     location = request.url.path.rstrip("/") + "/{}"
     if idempotency_key is None:
-        task = store.create_task(db, user.user_id, body.model_dump())
+        task = await store.create_task(db, user.user_id, body.model_dump())
         return task_response(task, 201, {"Location": location.format(task["id"])})
     key = idempotency.check_key(idempotency_key)
-    task_id, content, replayed = idempotency.create_once(db, user.user_id, key, body.model_dump())
+    task_id, content, replayed = await idempotency.create_once(db, user.user_id, key, body.model_dump())
     headers = {
         "Location": location.format(task_id),
         "ETag": store.etag_of({"id": task_id, "version": 1}),
@@ -129,7 +129,7 @@ def create_task(
     summary="Delete your completed tasks",
     responses={422: _error("`completed=true` is missing (VALIDATION_ERROR): this route only clears completed tasks.")},
 )
-def delete_completed_tasks(
+async def delete_completed_tasks(
     user: CurrentUser,
     db: DatabaseDep,
     completed: Annotated[bool | None, Query(description="Must be `true`: deletes every completed task of yours.")] = None,
@@ -139,21 +139,21 @@ def delete_completed_tasks(
             [{"field": "completed", "message": "add ?completed=true to delete your completed tasks"}],
             detail="DELETE /api/tasks only clears completed tasks: add ?completed=true.",
         )
-    return FastJSONResponse({"deleted": store.delete_completed(db, user.user_id)})
+    return FastJSONResponse({"deleted": await store.delete_completed(db, user.user_id)})
 
 
 @router.get("/tasks/stats", response_model=TaskStats, summary="Count your tasks")
-def task_stats(user: CurrentUser, db: DatabaseDep) -> Response:
-    return FastJSONResponse(store.stats(db, user.user_id))
+async def task_stats(user: CurrentUser, db: DatabaseDep) -> Response:
+    return FastJSONResponse(await store.stats(db, user.user_id))
 
 
 @router.get("/tags", response_model=list[TagCount], summary="Your tags with how many tasks carry each, most used first")
-def list_tags(user: CurrentUser, db: DatabaseDep) -> Response:
-    return FastJSONResponse(store.tag_counts(db, user.user_id))
+async def list_tags(user: CurrentUser, db: DatabaseDep) -> Response:
+    return FastJSONResponse(await store.tag_counts(db, user.user_id))
 
 
 @router.get("/me", response_model=Me, summary="Who the token says you are")
-def read_me(user: CurrentUser) -> Response:
+async def read_me(user: CurrentUser) -> Response:
     return FastJSONResponse({"user_id": user.user_id, "email": user.email, "name": user.name})
 
 
@@ -163,19 +163,19 @@ def read_me(user: CurrentUser) -> Response:
     summary="Read a task",
     responses={200: {"headers": ETAG_HEADER}, 304: {"description": "Not modified (If-None-Match matched)."}, **TASK_NOT_FOUND},
 )
-def read_task(
+async def read_task(
     task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_none_match: IfNoneMatch = None
 ) -> Response:
-    task = store.get_task(db, user.user_id, task_id)
+    task = await store.get_task(db, user.user_id, task_id)
     etag = store.etag_of(task)
     if if_none_match and (if_none_match.strip() == "*" or etag in {tag.strip() for tag in if_none_match.split(",")}):
         return Response(status_code=304, headers={"ETag": etag})
     return task_response(task)
 
 
-def _update(db: Database, user: CurrentUser, task_id: int, body: TaskUpdate, if_match: str | None) -> Response:
+async def _update(db: Database, user: CurrentUser, task_id: int, body: TaskUpdate, if_match: str | None) -> Response:
     changes = body.model_dump(exclude_unset=True)
-    return task_response(store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
+    return task_response(await store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
 
 
 UPDATE_DOC = {
@@ -186,17 +186,17 @@ UPDATE_DOC = {
 
 
 @router.put("/tasks/{task_id}", summary="Update a task (partial, same as PATCH)", **UPDATE_DOC)
-def put_task(
+async def put_task(
     task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskUpdate, if_match: IfMatch = None
 ) -> Response:
-    return _update(db, user, task_id, body, if_match)
+    return await _update(db, user, task_id, body, if_match)
 
 
 @router.patch("/tasks/{task_id}", summary="Update a task (partial)", **UPDATE_DOC)
-def patch_task(
+async def patch_task(
     task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskUpdate, if_match: IfMatch = None
 ) -> Response:
-    return _update(db, user, task_id, body, if_match)
+    return await _update(db, user, task_id, body, if_match)
 
 
 @router.delete(
@@ -206,8 +206,8 @@ def patch_task(
     summary="Delete a task",
     responses=WRITE_ERRORS,
 )
-def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
-    store.delete_task(db, user.user_id, task_id, store.Precondition(if_match))
+async def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
+    await store.delete_task(db, user.user_id, task_id, store.Precondition(if_match))
     return Response(status_code=204)
 
 
@@ -217,9 +217,9 @@ def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: I
     summary="Flip a task's completed flag",
     responses={200: {"headers": ETAG_HEADER}, **WRITE_ERRORS},
 )
-def toggle_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
+async def toggle_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
     changes = {"completed": store.FLIP}
-    return task_response(store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
+    return task_response(await store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
 
 
 @router.patch(
@@ -229,7 +229,7 @@ def toggle_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: I
     description='With `{"completed": true|false}` sets it; with no body flips it.',
     responses={200: {"headers": ETAG_HEADER}, **WRITE_ERRORS, **BODY_ERRORS},
 )
-def complete_task(
+async def complete_task(
     task_id: TaskId,
     user: CurrentUser,
     db: DatabaseDep,
@@ -237,4 +237,4 @@ def complete_task(
     if_match: IfMatch = None,
 ) -> Response:
     changes = {"completed": body.completed if body is not None else store.FLIP}
-    return task_response(store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
+    return task_response(await store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))

@@ -110,6 +110,14 @@ def database_url(backend: str, scratch_database: Any) -> str:
     return scratch_database(backend)
 
 
+@pytest.fixture(scope="session")
+def sql_engine(database_url: str) -> Iterator[sa.Engine]:
+    """A plain SQLAlchemy engine on the test database, for tests that look at or age rows directly."""
+    engine = sa.create_engine(Settings.normalise_database_url(database_url))
+    yield engine
+    engine.dispose()
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,

@@ -30,16 +30,16 @@ def keyed_post(user, key: str, body: dict, path: str = "/api/tasks"):
     return user.post(path, json=body, headers={"Idempotency-Key": key})
 
 
-def key_rows(app, user_id: str) -> dict[str, object]:
+def key_rows(engine: sa.Engine, user_id: str) -> dict[str, object]:
     table = idempotency.key_table
-    with app.state.engine.connect() as connection:
+    with engine.connect() as connection:
         rows = connection.execute(sa.select(table.c.key, table.c.created_at).where(table.c.user_id == user_id))
         return {row.key: row.created_at for row in rows}
 
 
-def age_key(app, user_id: str, key: str, age: timedelta) -> None:
+def age_key(engine: sa.Engine, user_id: str, key: str, age: timedelta) -> None:
     table = idempotency.key_table
-    with app.state.engine.begin() as connection:
+    with engine.begin() as connection:
         updated = connection.execute(
             sa.update(table)
             .where(table.c.user_id == user_id, table.c.key == key)
@@ -147,12 +147,12 @@ def test_longest_valid_key_works(alice):
     assert keyed_post(alice, key, {"title": "long key"}).content == first.content
 
 
-def test_key_is_kept_for_24_hours_then_expires(app, alice):
+def test_key_is_kept_for_24_hours_then_expires(sql_engine, alice):
     key = new_key()
     first = keyed_post(alice, key, {"title": "old"})
-    age_key(app, alice.user_id, key, timedelta(hours=23, minutes=50))
+    age_key(sql_engine, alice.user_id, key, timedelta(hours=23, minutes=50))
     assert keyed_post(alice, key, {"title": "old"}).content == first.content  # still within 24 h
-    age_key(app, alice.user_id, key, timedelta(hours=25))
+    age_key(sql_engine, alice.user_id, key, timedelta(hours=25))
     fresh = keyed_post(alice, key, {"title": "old"})
     assert fresh.status_code == 201, fresh.text
     assert fresh.json()["id"] != first.json()["id"]
@@ -161,25 +161,25 @@ def test_key_is_kept_for_24_hours_then_expires(app, alice):
     # The key now belongs to the new request: it replays that one.
     assert keyed_post(alice, key, {"title": "old"}).content == fresh.content
     # And an expired key may come back with any body.
-    age_key(app, alice.user_id, key, timedelta(hours=25))
+    age_key(sql_engine, alice.user_id, key, timedelta(hours=25))
     assert keyed_post(alice, key, {"title": "another body"}).status_code == 201
 
 
-def test_expired_keys_are_purged(app, alice, bob, monkeypatch):
+def test_expired_keys_are_purged(sql_engine, alice, bob, monkeypatch):
     old_key, recent_key = new_key(), new_key()
     keyed_post(alice, old_key, {"title": "a"})
     keyed_post(bob, recent_key, {"title": "b"})
-    age_key(app, alice.user_id, old_key, timedelta(hours=25))
-    age_key(app, bob.user_id, recent_key, timedelta(hours=23))
+    age_key(sql_engine, alice.user_id, old_key, timedelta(hours=25))
+    age_key(sql_engine, bob.user_id, recent_key, timedelta(hours=23))
     monkeypatch.setattr(idempotency, "_last_purge", 0.0)
     assert keyed_post(bob, new_key(), {"title": "triggers the purge"}).status_code == 201
-    assert old_key not in key_rows(app, alice.user_id)
-    assert recent_key in key_rows(app, bob.user_id)
+    assert old_key not in key_rows(sql_engine, alice.user_id)
+    assert recent_key in key_rows(sql_engine, bob.user_id)
     # The purge runs now and then, not on every request.
     keyed_post(alice, old_key, {"title": "a"})
-    age_key(app, alice.user_id, old_key, timedelta(hours=25))
+    age_key(sql_engine, alice.user_id, old_key, timedelta(hours=25))
     keyed_post(bob, new_key(), {"title": "no purge this time"})
-    assert old_key in key_rows(app, alice.user_id)
+    assert old_key in key_rows(sql_engine, alice.user_id)
 
 
 def test_replay_header_says_which(alice):

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-import sqlalchemy as sa
+import db
 
 from conftest import ApiUser, mint_token
 
@@ -781,28 +781,26 @@ def _enum(schema: dict[str, Any]) -> list[str]:
 # Statements per request
 
 
-def test_statements_per_list_request_do_not_grow_with_page_size(app, new_user):
+def test_statements_per_list_request_do_not_grow_with_page_size(new_user, monkeypatch):
     user = new_user("many")
     for i in range(60):
         user.create_task(title=f"task {i}", tags=["common", f"group{i % 3}", f"own{i}"], priority=("low", "high")[i % 2])
     statements: list[str] = []
+    real_execute = db.Connection._execute
 
-    def count(_conn, _cursor, statement, *_args) -> None:
-        statements.append(statement)
+    async def counting_execute(self, sql, arguments):
+        statements.append(sql)
+        return await real_execute(self, sql, arguments)
 
-    engine: sa.Engine = app.state.engine
+    monkeypatch.setattr(db.Connection, "_execute", counting_execute)
     counts = {}
-    sa.event.listen(engine, "before_cursor_execute", count)
-    try:
-        for limit in (5, 50):
-            statements.clear()
-            response = user.get("/api/tasks", params={"tag": "common", "priority": ["low", "high"], "limit": limit})
-            assert response.status_code == 200, response.text
-            assert len(response.json()) == limit
-            assert all(len(task["tags"]) == 3 for task in response.json())
-            assert response.headers["x-total-count"] == "60"
-            counts[limit] = list(statements)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", count)
+    for limit in (5, 50):
+        statements.clear()
+        response = user.get("/api/tasks", params={"tag": "common", "priority": ["low", "high"], "limit": limit})
+        assert response.status_code == 200, response.text
+        assert len(response.json()) == limit
+        assert all(len(task["tags"]) == 3 for task in response.json())
+        assert response.headers["x-total-count"] == "60"
+        counts[limit] = list(statements)
     assert len(counts[5]) == len(counts[50]), (counts[5], counts[50])
     assert 1 <= len(counts[50]) <= 2, counts[50]  # the page, and the total count

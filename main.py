@@ -88,7 +88,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(settings)
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
 
-    app.include_router(health.router)
     app.include_router(tasks.router, prefix="/api", tags=["tasks"], responses=COMMON_ERRORS)
     app.include_router(
         tasks.router,
@@ -97,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         dependencies=[Depends(tasks.require_path_user)],
         responses={**COMMON_ERRORS, 403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}},
     )
+    app.include_router(health.router)  # after the API: routes are matched in order, the API is busier
     _add_error_handlers(app)
     _add_middleware(app, settings)
     return app

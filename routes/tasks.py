@@ -23,6 +23,8 @@ from schemas import (
 )
 
 router = APIRouter()
+# Routes are matched in the order they are defined here: the busiest come first, and
+# `/tasks/stats` must come before `/tasks/{task_id}`.
 
 TaskId = Annotated[int, Path(description="The task's id (a positive integer).", examples=[17])]
 IfMatch = Annotated[
@@ -147,16 +149,6 @@ async def task_stats(user: CurrentUser, db: DatabaseDep) -> Response:
     return FastJSONResponse(await store.stats(db, user.user_id))
 
 
-@router.get("/tags", response_model=list[TagCount], summary="Your tags with how many tasks carry each, most used first")
-async def list_tags(user: CurrentUser, db: DatabaseDep) -> Response:
-    return FastJSONResponse(await store.tag_counts(db, user.user_id))
-
-
-@router.get("/me", response_model=Me, summary="Who the token says you are")
-async def read_me(user: CurrentUser) -> Response:
-    return FastJSONResponse({"user_id": user.user_id, "email": user.email, "name": user.name})
-
-
 @router.get(
     "/tasks/{task_id}",
     response_model=TaskPublic,
@@ -238,3 +230,13 @@ async def complete_task(
 ) -> Response:
     changes = {"completed": body.completed if body is not None else store.FLIP}
     return task_response(await store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
+
+
+@router.get("/tags", response_model=list[TagCount], summary="Your tags with how many tasks carry each, most used first")
+async def list_tags(user: CurrentUser, db: DatabaseDep) -> Response:
+    return FastJSONResponse(await store.tag_counts(db, user.user_id))
+
+
+@router.get("/me", response_model=Me, summary="Who the token says you are")
+async def read_me(user: CurrentUser) -> Response:
+    return FastJSONResponse({"user_id": user.user_id, "email": user.email, "name": user.name})

@@ -338,14 +338,21 @@ class Pool:
 
 
 class Connection:
-    """One pooled connection. Every method takes a statement built once at import (SQLAlchemy
+    """One pooled connection, held inside `async with`. Every method takes a statement built once at import (SQLAlchemy
     Core with bind parameters) and a dict of values; rows come back as dicts."""
 
-    def __init__(self, raw: Any, database: "Database"):
-        self.raw = raw
+    def __init__(self, database: "Database"):
         self.database = database
         self.dialect = database.dialect
+        self.raw: Any = None
         self.broken = False
+
+    async def __aenter__(self) -> "Connection":
+        self.raw = await self.database.pool.acquire()
+        return self
+
+    async def __aexit__(self, *_exc_info: Any) -> None:
+        self.database.pool.release(self.raw, broken=self.broken)
 
     async def fetch_one(self, statement: sa.Executable, params: Params | None = None) -> Row | None:
         compiled = self.database.compiled(statement)
@@ -405,13 +412,9 @@ class Database:
             self.driver.dialect.compile
         )
 
-    @asynccontextmanager
-    async def connect(self) -> AsyncIterator[Connection]:
-        connection = Connection(await self.pool.acquire(), self)
-        try:
-            yield connection
-        finally:
-            self.pool.release(connection.raw, broken=connection.broken)
+    def connect(self) -> "Connection":
+        """`async with db.connect() as connection:` one pooled connection, returned on exit."""
+        return Connection(self)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Connection]:

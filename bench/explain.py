@@ -15,7 +15,7 @@ What it does:
    in `task_tag` (tag_key = tag.lower()), exactly as store.py writes them. Then ANALYZE.
 4. Runs the service's own statements: it calls `store.list_tasks` / `store.stats` /
    `store.tag_counts` with filters and orders built by `routes.listing.ListQuery`, captures the SQL
-   and parameters the engine sends (a `before_cursor_execute` listener), and runs
+   and parameters they send to the driver (db.Connection._execute, wrapped), and runs
    `EXPLAIN (ANALYZE, BUFFERS)` on exactly that.
 5. Prints every plan, then one summary line per query: which indexes it used, and whether one of
    them is an index whose first column is user_id.
@@ -24,10 +24,12 @@ Exit status: 0 when every query used a user_id index, 1 otherwise. The database 
 the end unless --keep is given.
 """
 import argparse
+import asyncio
 import csv
 import io
 import random
 import re
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -44,7 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import store  # noqa: E402
-from config import DatabaseSettings  # noqa: E402
+import db  # noqa: E402
+from config import DatabaseSettings, Settings  # noqa: E402
 from db import Database, upgrade_schema  # noqa: E402
 from routes.listing import ListQuery  # noqa: E402
 
@@ -194,18 +197,28 @@ def cases(light_user: str) -> list[Case]:
     ]
 
 
-def capture(engine: sa.Engine, run: Callable[[Database], Any]) -> list[tuple[str, Any]]:
-    """The statements (SQL text and parameters, as sent to psycopg2) that `run` executes."""
+def capture(url: str, run: Callable[[Database], Any]) -> list[tuple[str, Any]]:
+    """The statements (SQL text and parameters, as sent to the driver) that `run` executes."""
     captured: list[tuple[str, Any]] = []
+    real_execute = db.Connection._execute
 
-    def listener(_conn, _cursor, statement, parameters, _context, _executemany) -> None:
-        captured.append((statement, parameters))
+    async def recording_execute(self: db.Connection, sql: str, arguments: Any) -> Any:
+        captured.append((sql, arguments))
+        return await real_execute(self, sql, arguments)
 
-    sa.event.listen(engine, "before_cursor_execute", listener)
+    async def run_once() -> None:
+        settings = Settings(_env_file=None, database_url=url, better_auth_secret=secrets.token_urlsafe(48))  # unused here
+        database = Database(settings)
+        try:
+            await run(database)
+        finally:
+            await database.close()
+
+    db.Connection._execute = recording_execute  # type: ignore[method-assign]
     try:
-        run(Database(engine))
+        asyncio.run(run_once())
     finally:
-        sa.event.remove(engine, "before_cursor_execute", listener)
+        db.Connection._execute = real_execute  # type: ignore[method-assign]
     return captured
 
 
@@ -269,7 +282,7 @@ def main() -> int:
     summary: list[str] = []
     all_ok = True
     for case in cases(light_user):
-        for number, (statement, parameters) in enumerate(capture(engine, case.run), start=1):
+        for number, (statement, parameters) in enumerate(capture(url, case.run), start=1):
             label = case.name if number == 1 else f"{case.name} [count]"
             sql, plan = explain(engine, statement, parameters)
             used = list(dict.fromkeys(INDEX_IN_PLAN.findall("\n".join(plan))))

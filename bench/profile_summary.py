@@ -33,6 +33,7 @@ CATEGORIES = [
     ("FastAPI routing + dependency solving", lambda f: f.startswith(("fastapi/", "starlette/routing.py", "starlette/requests.py", "starlette/datastructures.py", "fastapi_offline/"))),
     ("SQLAlchemy/SQLModel (Python side)", lambda f: f.startswith(("sqlalchemy/", "sqlmodel/"))),
     ("psycopg2 (Python side)", lambda f: f.startswith("psycopg2/")),
+    ("DB driver: psycopg 3 / aiosqlite (Python side)", lambda f: f.startswith(("psycopg/", "psycopg_binary/", "aiosqlite/"))),
     ("threadpool (anyio, to_thread)", lambda f: f.startswith(("anyio/", "starlette/concurrency.py", "concurrent/futures/", "queue.py"))),
     ("uvicorn / asyncio / HTTP parsing", lambda f: f.startswith(("uvicorn/", "asyncio/", "httptools/", "h11/", "uvloop/"))),
     ("our code (routes, store, schemas)", lambda f: f.startswith("routes/") or f in ("store.py", "schemas.py", "errors.py", "db.py", "models.py", "main.py", "config.py")),

@@ -3,7 +3,7 @@ builds once and compiles once per dialect, run on the driver directly.
 
 Handlers are `async def` and await the driver (psycopg 3 on PostgreSQL, aiosqlite on SQLite): no
 thread hop per request, and no SQLAlchemy execution/result layer, which cost more CPU than the
-query itself (bench/README.md has the numbers). Rows come back as plain dicts.
+query itself (README.md, "Speed"). Rows come back as plain dicts.
 """
 import asyncio
 import functools
@@ -179,7 +179,12 @@ class Driver:
         """Raise if the connection is dead."""
 
     def is_reusable(self, raw: Any) -> bool:
+        """May go back to the pool: open, and not inside a transaction."""
         raise NotImplementedError
+
+    def is_broken(self, raw: Any) -> bool:
+        """The connection itself is gone (not just this statement failed)."""
+        return False
 
     def is_duplicate_key(self, error: BaseException) -> bool:
         raise NotImplementedError
@@ -222,6 +227,9 @@ class PostgresDriver(Driver):
     def is_reusable(self, raw: psycopg.AsyncConnection) -> bool:
         return not raw.closed and raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
+    def is_broken(self, raw: psycopg.AsyncConnection) -> bool:
+        return raw.broken or raw.closed
+
     def is_duplicate_key(self, error: BaseException) -> bool:
         return isinstance(error, psycopg.errors.UniqueViolation)
 
@@ -243,6 +251,15 @@ class SqliteDriver(Driver):
 
     async def connect(self) -> aiosqlite.Connection:
         raw = await aiosqlite.connect(self.path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT_SECONDS)
+        try:
+            await self._configure(raw)
+        except BaseException:
+            await raw.close()  # and its thread
+            raise
+        return raw
+
+    @staticmethod
+    async def _configure(raw: aiosqlite.Connection) -> None:
         await raw.execute(f"PRAGMA busy_timeout={int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")  # first: all below may wait
         # Readers do not wait for the writer. Switching needs the database to itself, so only a new
         # file is switched; a connection opened during a burst of writes just reads the mode.
@@ -253,7 +270,6 @@ class SqliteDriver(Driver):
         await raw.execute("PRAGMA foreign_keys=ON")
         # SQLite's lower() folds ASCII only; searches must find "École" with "école" as PostgreSQL does.
         await raw.create_function("lower", 1, _unicode_lower, deterministic=True)
-        return raw
 
     def is_reusable(self, raw: aiosqlite.Connection) -> bool:
         return not raw.in_transaction
@@ -278,6 +294,7 @@ class Pool:
         self.wait_timeout = wait_timeout
         self._slots = asyncio.Semaphore(size)
         self._idle: list[tuple[Any, float]] = []
+        self._closing: set[asyncio.Task] = set()  # referenced until done (the loop keeps only weak ones)
 
     async def acquire(self) -> Any:
         await self._take_slot()
@@ -289,16 +306,21 @@ class Pool:
 
     def release(self, raw: Any, *, broken: bool) -> None:
         if broken or not self.driver.is_reusable(raw):
-            asyncio.get_running_loop().create_task(self._close_quietly(raw))
+            self._close_in_background(raw)
         else:
             self._idle.append((raw, time.monotonic()))
         self._slots.release()
 
     def discard_idle(self) -> None:
-        """After a connection failed: the others were probably cut at the same time."""
+        """After a connection broke: the others were probably cut at the same time."""
         stale, self._idle = self._idle, []
         for raw, _ in stale:
-            asyncio.get_running_loop().create_task(self._close_quietly(raw))
+            self._close_in_background(raw)
+
+    def _close_in_background(self, raw: Any) -> None:
+        task = asyncio.get_running_loop().create_task(self._close_quietly(raw))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         stale, self._idle = self._idle, []
@@ -385,9 +407,10 @@ class Connection:
         try:
             return await self.raw.execute(sql, arguments)
         except driver.unavailable_errors as error:
-            self.broken = True
-            self.database.pool.discard_idle()
-            raise DatabaseUnavailable("the database connection failed") from error
+            if driver.is_broken(self.raw):
+                self.broken = True
+                self.database.pool.discard_idle()
+            raise DatabaseUnavailable("the database did not answer") from error
         except Exception as error:
             if driver.is_duplicate_key(error):
                 raise DuplicateKey() from error
@@ -426,8 +449,8 @@ class Database:
                 if not connection.broken:
                     try:
                         await connection.execute_sql("ROLLBACK")
-                    except DatabaseUnavailable:
-                        pass  # the connection is marked broken and will be closed
+                    except Exception:  # best effort: a connection left in a transaction is closed, not reused
+                        pass
                 raise
             await connection.execute_sql("COMMIT")
 

@@ -1,0 +1,104 @@
+"""The database layer under the routes (db.py): pool limits, transactions that fail or are
+cancelled, and values that cross the driver boundary intact. On SQLite and PostgreSQL."""
+import asyncio
+from datetime import datetime, timezone
+
+import pytest
+
+import store
+from conftest import make_settings
+from db import Database, DatabaseUnavailable
+
+
+def run_with_database(database_url: str, scenario, **settings) -> object:
+    """Run `scenario(database)` on a fresh Database (its own pool) in a fresh event loop."""
+
+    async def main():
+        database = Database(make_settings(database_url, **settings))
+        await database.open()
+        try:
+            return await scenario(database)
+        finally:
+            await database.close()
+
+    return asyncio.run(main())
+
+
+def test_a_full_pool_answers_unavailable_after_the_timeout_instead_of_hanging(database_url):
+    async def scenario(database: Database):
+        async with database.connect():
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(DatabaseUnavailable):
+                async with database.connect():
+                    pass
+            return asyncio.get_running_loop().time() - started
+
+    waited = run_with_database(database_url, scenario, db_pool_size=1, db_pool_timeout_seconds=0.2)
+    assert 0.15 <= waited < 2, waited
+
+
+async def _titles(database: Database, user_id: str) -> list[str]:
+    tasks, _total = await store.list_tasks(database, store.TaskFilter(user_id), "created_at", True, 100, 0)
+    return [task["title"] for task in tasks]
+
+
+def test_a_failed_transaction_writes_nothing_and_its_connection_serves_the_next_request(database_url):
+    async def scenario(database: Database):
+        with pytest.raises(RuntimeError):
+            async with database.transaction() as connection:
+                await store.insert_task(connection, "db_rollback_user", {"title": "never", "tags": ["x"]})
+                raise RuntimeError("the handler failed after the insert")
+        await store.create_task(database, "db_rollback_user", {"title": "kept", "tags": ["x"]})
+        return await _titles(database, "db_rollback_user")
+
+    assert run_with_database(database_url, scenario, db_pool_size=1) == ["kept"]
+
+
+def test_a_cancelled_transaction_is_rolled_back_and_its_connection_is_not_reused_mid_transaction(database_url):
+    async def scenario(database: Database):
+        inserted = asyncio.Event()
+
+        async def slow_write():
+            async with database.transaction() as connection:
+                await store.insert_task(connection, "db_cancel_user", {"title": "cancelled", "tags": ["x"]})
+                inserted.set()
+                await asyncio.sleep(10)
+
+        writer = asyncio.create_task(slow_write())
+        await inserted.wait()
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+        await store.create_task(database, "db_cancel_user", {"title": "after", "tags": ["y"]})
+        return await _titles(database, "db_cancel_user")
+
+    assert run_with_database(database_url, scenario, db_pool_size=1) == ["after"]
+
+
+def test_values_come_back_as_they_went_in(database_url):
+    due = datetime(2026, 12, 24, 17, 30, 15, 123456, tzinfo=timezone.utc)
+
+    async def scenario(database: Database):
+        created = await store.create_task(
+            database, "db_values_user", {"title": "École ☃", "tags": ["Home", "ÜBER"], "due_date": due, "completed": True}
+        )
+        return await store.get_task(database, "db_values_user", created["id"])
+
+    task = run_with_database(database_url, scenario)
+    assert task["title"] == "École ☃"
+    assert task["tags"] == ["Home", "ÜBER"]
+    assert task["due_date"] == due and task["due_date"].tzinfo == timezone.utc
+    assert task["completed"] is True and task["completed_at"].tzinfo == timezone.utc
+    assert task["version"] == 1
+
+
+def test_a_connection_left_inside_a_transaction_is_closed_not_handed_to_the_next_request(database_url):
+    async def scenario(database: Database):
+        async with database.connect() as connection:
+            await connection.execute_sql(database.driver.begin_sql)
+            await store.insert_task(connection, "db_abandon_user", {"title": "abandoned"})
+            # left without COMMIT or ROLLBACK, as a handler interrupted mid-transaction would
+        await store.create_task(database, "db_abandon_user", {"title": "after"})
+        return await _titles(database, "db_abandon_user")
+
+    assert run_with_database(database_url, scenario, db_pool_size=1) == ["after"]

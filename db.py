@@ -7,6 +7,7 @@ query itself (README.md, "Speed"). Rows come back as plain dicts.
 """
 import asyncio
 import functools
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +28,8 @@ from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.dialects.sqlite import pysqlite
 
 from config import Settings
+
+log = logging.getLogger("task_api.db")
 
 PROJECT_DIR = Path(__file__).resolve().parent
 # A pooled connection idle for longer is pinged before use: the server (or Neon's idle reaper) may
@@ -189,6 +192,10 @@ class Driver:
     def is_duplicate_key(self, error: BaseException) -> bool:
         raise NotImplementedError
 
+    def hint_for(self, error: BaseException) -> str | None:
+        """What an operator should do about this error, when we know."""
+        return None
+
     async def close(self, raw: Any) -> None:
         await raw.close()
 
@@ -232,6 +239,16 @@ class PostgresDriver(Driver):
 
     def is_duplicate_key(self, error: BaseException) -> bool:
         return isinstance(error, psycopg.errors.UniqueViolation)
+
+    def hint_for(self, error: BaseException) -> str | None:
+        lost_statement = (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)
+        if isinstance(error, lost_statement) and self.settings.db_prepared_statements:
+            return (
+                "A prepared statement was lost between two requests on one connection: a pooler in "
+                "transaction mode (PgBouncer before 1.21, or without max_prepared_statements) cannot keep "
+                "them. Set DB_PREPARED_STATEMENTS=false, or raise the pooler's max_prepared_statements."
+            )
+        return None
 
 
 class SqliteDriver(Driver):
@@ -414,6 +431,8 @@ class Connection:
         except Exception as error:
             if driver.is_duplicate_key(error):
                 raise DuplicateKey() from error
+            if (hint := driver.hint_for(error)) is not None:
+                log.error(hint, extra={"error_type": type(error).__name__})
             raise
 
 

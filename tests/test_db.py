@@ -1,8 +1,10 @@
 """The database layer under the routes (db.py): pool limits, transactions that fail or are
 cancelled, and values that cross the driver boundary intact. On SQLite and PostgreSQL."""
 import asyncio
+import logging
 from datetime import datetime, timezone
 
+import psycopg
 import pytest
 
 import store
@@ -102,3 +104,21 @@ def test_a_connection_left_inside_a_transaction_is_closed_not_handed_to_the_next
         return await _titles(database, "db_abandon_user")
 
     assert run_with_database(database_url, scenario, db_pool_size=1) == ["after"]
+
+
+def test_prepared_statements_lost_to_a_pooler_are_explained_in_the_log(scratch_database, caplog):
+    """What PgBouncer < 1.21 in transaction mode does to a connection's prepared statements,
+    done by hand: the request fails, and the log says which setting fixes it."""
+    url = scratch_database("postgres")
+
+    async def scenario(database: Database):
+        async with database.connect() as connection:
+            find = (store.FIND_TASK, {"task_id": 1, "user_id": "db_prepared_user"})
+            await connection.fetch_one(*find)  # prepared on first use
+            connection.raw.pgconn.exec_(b"DEALLOCATE ALL")  # behind psycopg's back, as a pooler would
+            with pytest.raises(psycopg.errors.InvalidSqlStatementName):
+                await connection.fetch_one(*find)
+
+    with caplog.at_level(logging.ERROR, logger="task_api.db"):
+        run_with_database(url, scenario)
+    assert any("DB_PREPARED_STATEMENTS=false" in record.getMessage() for record in caplog.records), caplog.text

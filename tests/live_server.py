@@ -13,13 +13,25 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 UVICORN = str(Path(sys.executable).with_name("uvicorn"))
+
+
+def run_in_threads(count: int, work: Callable[[int], None], *, timeout: float = 60.0) -> None:
+    """Run work(0), ..., work(count - 1) in parallel threads and wait for all; fails if one hangs."""
+    threads = [threading.Thread(target=work, args=(index,)) for index in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=timeout)
+    assert not any(thread.is_alive() for thread in threads), "a request hung"
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from conftest import TEST_SECRET, mint_token
-from live_server import LiveServer
+from live_server import LiveServer, run_in_threads
 
 pytestmark = pytest.mark.slow
 
@@ -51,12 +51,7 @@ def run_together(count: int, request: Callable[[httpx.Client, int], httpx.Respon
             barrier.abort()
             replies[index] = exc
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a request hung"
+    run_in_threads(count, worker)
     errors = [reply for reply in replies if isinstance(reply, BaseException)]
     assert not errors, errors
     return replies  # type: ignore[return-value]

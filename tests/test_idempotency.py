@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import idempotency
 import store
 from conftest import TEST_SECRET, mint_token
-from live_server import LiveServer
+from live_server import LiveServer, run_in_threads
 
 
 def new_key() -> str:
@@ -225,12 +225,7 @@ def test_concurrent_posts_with_one_key_create_exactly_one_task(live, same_body):
             barrier.abort()
             results[index] = exc
 
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(RETRIES)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert not any(thread.is_alive() for thread in threads), "a request hung"
+    run_in_threads(RETRIES, send)
     assert not [r for r in results if isinstance(r, BaseException)], results
 
     statuses = Counter(response.status_code for _, response in results)

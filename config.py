@@ -59,8 +59,15 @@ class Settings(DatabaseSettings):
     db_pool_size: int = Field(10, ge=1)
     db_pool_timeout_seconds: float = Field(3.0, gt=0)
     db_connect_timeout_seconds: int = Field(3, ge=1)
+    # The longest any request waits on the database: one statement, one lock wait, one checkout.
+    db_statement_timeout_seconds: float = Field(5.0, gt=0, le=3600)
+    # A pooled connection is closed and replaced after this long (Neon advises recycling them).
+    db_pool_max_lifetime_seconds: float = Field(1800.0, ge=60)
     # Off only behind PgBouncer older than 1.21 in transaction mode (Neon's pooler keeps them).
     db_prepared_statements: bool = True
+
+    # When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open.
+    metrics_token: SecretStr | None = None
 
     log_level: str = "INFO"
 
@@ -78,6 +85,11 @@ class Settings(DatabaseSettings):
         if secret in KNOWN_PLACEHOLDER_SECRETS or len(set(secret)) < 8:
             raise ValueError("BETTER_AUTH_SECRET is a placeholder or repetitive value; set a random secret.")
         return secret
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def blank_token_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if isinstance(value, str) else value
 
     @field_validator("better_auth_url", "jwks_url", "jwt_issuer", "jwt_audience", mode="before")
     @classmethod

@@ -1,4 +1,6 @@
 """Wiring: the app, its middleware, routers and error handlers. `app` at the bottom serves uvicorn."""
+import asyncio
+import contextlib
 import gc
 import logging
 import threading
@@ -13,14 +15,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from auth import TokenVerifier
+import metrics
 from config import Settings
 from db import Database, DatabaseUnavailable
 from errors import ApiError, InvalidJson, MethodNotAllowed, NotFound, ServiceUnavailable, ValidationFailed, error_response
 from logs import configure_logging
-from middleware import BodyGuardMiddleware, CrashGuardMiddleware, JsonCORSMiddleware, RequestContextMiddleware
+from middleware import (
+    BodyGuardMiddleware,
+    CrashGuardMiddleware,
+    JsonCORSMiddleware,
+    QueryGuardMiddleware,
+    RequestContextMiddleware,
+)
 from ratelimit import RateLimitMiddleware, RedisCounter
 from responses import FastJSONResponse
 from routes import health, tasks
+from routes import metrics as metrics_route
 from schemas import ErrorBody
 
 log = logging.getLogger("task_api")
@@ -68,7 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verifier: TokenVerifier = app.state.token_verifier
         if verifier.jwks is not None:  # warm the key cache; failure is logged, not fatal
             threading.Thread(target=verifier.jwks.refresh, kwargs={"wait": True}, daemon=True).start()
+        pool_sampler = asyncio.get_running_loop().create_task(metrics.sample_pool_forever(app.state.database))
         yield
+        pool_sampler.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pool_sampler
+        metrics.worker_stopped()
         await app.state.database.close()
         if app.state.shared_rate_counter is not None:
             await app.state.shared_rate_counter.close()
@@ -97,15 +112,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={**COMMON_ERRORS, 403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}},
     )
     app.include_router(health.router)  # after the API: routes are matched in order, the API is busier
+    app.include_router(metrics_route.router)
     _add_error_handlers(app)
     _add_middleware(app, settings)
     return app
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    # Added innermost first. Outermost to innermost: request id and access log (every response,
-    # preflights too), CORS, crash guard (so a 500 still carries CORS headers), rate limit, body guard.
+    # Added innermost first. Outermost to innermost: request id, access log and metrics (every
+    # response, preflights too), CORS, crash guard (so a 500 still carries CORS headers), rate
+    # limit, query guard, body guard.
     app.add_middleware(BodyGuardMiddleware)
+    app.add_middleware(QueryGuardMiddleware)
     if settings.rate_limit_per_minute > 0:
         app.add_middleware(
             RateLimitMiddleware,

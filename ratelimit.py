@@ -11,13 +11,14 @@ import redis.asyncio as redis
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+import metrics
 from auth import TokenVerifier
 from errors import RateLimited, Unauthorized
 
 log = logging.getLogger("task_api.ratelimit")
 
 WINDOW_SECONDS = 60
-EXEMPT_PREFIXES = ("/health", "/docs", "/openapi.json", "/static-offline-docs")
+EXEMPT_PREFIXES = ("/health", "/metrics", "/docs", "/openapi.json", "/static-offline-docs")
 REDIS_RETRY_SECONDS = 5.0
 
 
@@ -77,6 +78,7 @@ class RateLimitMiddleware:
         window = int(now // WINDOW_SECONDS)
         count = await self._hit(await self._identity(scope), window)
         if count > self.per_minute:
+            metrics.record_rate_limited()
             retry_after = str(max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999)))
             error = RateLimited(
                 f"Too many requests: the limit is {self.per_minute} a minute. Retry after {retry_after} s.",

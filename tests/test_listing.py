@@ -788,9 +788,9 @@ def test_statements_per_list_request_do_not_grow_with_page_size(new_user, monkey
     statements: list[str] = []
     real_execute = db.Connection._execute
 
-    async def counting_execute(self, sql, arguments):
+    async def counting_execute(self, sql, *args):
         statements.append(sql)
-        return await real_execute(self, sql, arguments)
+        return await real_execute(self, sql, *args)
 
     monkeypatch.setattr(db.Connection, "_execute", counting_execute)
     counts = {}

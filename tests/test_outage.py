@@ -8,6 +8,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -184,3 +185,90 @@ def test_database_down_gives_fast_503_and_the_service_recovers_without_restart(c
         f"first request after restart {after.status_code} in {elapsed:.3f} s; burst latencies "
         f"{sorted(round(e, 2) for _, e in results)}"
     )
+
+
+def cluster_processes(cluster: ThrowawayCluster) -> list[int]:
+    """The postmaster and every process it started (backends, checkpointer, walwriter...)."""
+    with open(os.path.join(cluster.data, "postmaster.pid")) as pid_file:
+        postmaster = int(pid_file.readline())
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == postmaster:
+                children.append(int(entry))
+    return [postmaster, *children]
+
+
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
+def test_a_restart_right_after_traffic_costs_no_failed_request(cluster):
+    user_id = f"restart_{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {mint_token(user_id)}"}
+    with LiveServer(cluster.url, secret=TEST_SECRET, env={"LOG_LEVEL": "WARNING"}) as server, httpx.Client(
+        base_url=server.url, headers=headers, timeout=30.0
+    ) as http:
+        task = http.post("/api/tasks", json={"title": "across restarts"}).json()
+        for round_ in range(3):
+            for _ in range(5):
+                assert http.get("/api/tasks").status_code == 200
+            cluster.stop("fast")
+            cluster.start()
+            read = http.get(f"/api/tasks/{task['id']}")  # no pause after the restart
+            assert read.status_code == 200, (round_, read.text)
+            cluster.stop("fast")
+            cluster.start()
+            write = http.patch(f"/api/tasks/{task['id']}", json={"title": f"round {round_}"})
+            assert write.status_code == 200, (round_, write.text)
+
+
+FROZEN_TIMEOUT_SECONDS = 2.0
+FROZEN_MARGIN_SECONDS = 2.5
+
+
+def test_a_frozen_database_gives_503_within_the_deadline_and_the_service_recovers(cluster):
+    """SIGSTOP on every PostgreSQL process: what a frozen host, or a network that drops packets
+    without resetting, looks like. Nothing answers, not even a cancel request."""
+    user_id = f"frozen_{uuid.uuid4().hex[:8]}"
+    headers = {"Authorization": f"Bearer {mint_token(user_id)}"}
+    env = {"LOG_LEVEL": "WARNING", "DB_STATEMENT_TIMEOUT_SECONDS": str(FROZEN_TIMEOUT_SECONDS), "DB_POOL_SIZE": "3"}
+    with LiveServer(cluster.url, secret=TEST_SECRET, env=env) as server, httpx.Client(
+        base_url=server.url, headers=headers, timeout=60.0
+    ) as http:
+        task = http.post("/api/tasks", json={"title": "before the freeze"}).json()
+        for _ in range(5):
+            assert http.get("/api/tasks").status_code == 200
+        frozen = cluster_processes(cluster)
+        signal_all(frozen, signal.SIGSTOP)
+        try:
+            for method, path, kwargs in [
+                ("GET", f"/api/tasks/{task['id']}", {}),
+                ("GET", "/api/tasks", {}),
+                ("PATCH", f"/api/tasks/{task['id']}", {"json": {"title": "during the freeze"}}),
+                ("POST", "/api/tasks", {"json": {"title": "frozen", "tags": ["a"]}}),
+                ("GET", "/api/tasks/stats", {}),
+                ("GET", "/api/tasks", {}),
+                ("GET", "/health/ready", {}),
+            ]:
+                response, elapsed = timed(http, method, path, **kwargs)
+                assert response.status_code == 503, (method, path, response.text)
+                assert int(response.headers["Retry-After"]) > 0
+                assert elapsed < FROZEN_TIMEOUT_SECONDS + FROZEN_MARGIN_SECONDS, (method, path, elapsed)
+            assert http.get("/health").status_code == 200
+        finally:
+            signal_all(frozen, signal.SIGCONT)
+        after = http.get(f"/api/tasks/{task['id']}")
+        assert after.status_code == 200, after.text
+        assert after.json()["title"] in ("before the freeze", "during the freeze")
+        assert http.post("/api/tasks", json={"title": "after the freeze"}).status_code == 201
+        assert server.process.poll() is None

@@ -4,6 +4,7 @@ is served; SQLite's own refusals (too many SQL variables) are not reported as "u
 connections the server cut a moment ago cost no failed request (PostgreSQL). Both databases where
 the condition exists on both."""
 import asyncio
+import os
 import sqlite3
 import time
 import uuid
@@ -18,6 +19,7 @@ from conftest import make_settings, mint_token
 from db import Database, DatabaseUnavailable
 from main import create_app
 
+PGBOUNCER_RUN = "TASK_API_PGBOUNCER_INNER_RUN"  # tests/test_pgbouncer.py
 SHORT_TIMEOUT = 1.0
 MARGIN = 2.5  # scheduling on a loaded machine, not the database
 
@@ -73,7 +75,10 @@ def test_patch_behind_a_row_lock_gets_503_within_the_deadline_and_the_lock_holde
         assert SHORT_TIMEOUT * 0.8 <= waited < SHORT_TIMEOUT + MARGIN, waited
         lock.commit()  # the other session is unharmed
     after = client.get(f"/api/tasks/{task['id']}", headers=headers_for(user))
-    assert after.status_code == 200 and after.json()["title"] in ("contended", "held")
+    # PostgreSQL's own lock_timeout cancelled the UPDATE: not applied. Through PgBouncer only the
+    # client's deadline acts, and the server may apply the write once the lock is free (§6 says so).
+    possible = ("contended", "held", "mine") if os.environ.get(PGBOUNCER_RUN) else ("contended", "held")
+    assert after.status_code == 200 and after.json()["title"] in possible
     retried = client.patch(f"/api/tasks/{task['id']}", json={"title": "mine"}, headers=headers_for(user))
     assert retried.status_code == 200 and retried.json()["title"] == "mine"
 

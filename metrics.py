@@ -55,7 +55,7 @@ def _remove_directories_of_gone_instances(keep: Path) -> None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-def _choose_directory() -> str:
+def _choose_directory() -> str | None:
     given = os.environ.get(MULTIPROC_VARIABLE)
     if given and given != os.environ.get(CHOSEN_VARIABLE):
         os.makedirs(given, exist_ok=True)
@@ -63,7 +63,12 @@ def _choose_directory() -> str:
     master = multiprocessing.parent_process()  # uvicorn's workers are its multiprocessing children
     instance_pid = master.pid if master is not None and master.pid is not None else os.getpid()
     directory = INSTANCE_DIRECTORIES / f"{instance_pid}-{_process_start_time(instance_pid)}"
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # no writable temporary directory: each process counts on its own
+        os.environ.pop(MULTIPROC_VARIABLE, None)
+        log.warning("metrics count per worker process: %s is not writable (%s); set PROMETHEUS_MULTIPROC_DIR", directory, error)
+        return None
     _remove_directories_of_gone_instances(keep=directory)
     os.environ[MULTIPROC_VARIABLE] = os.environ[CHOSEN_VARIABLE] = str(directory)
     return str(directory)
@@ -72,7 +77,7 @@ def _choose_directory() -> str:
 METRICS_DIRECTORY = _choose_directory()
 
 # Imported only now: prometheus_client reads the directory when it is imported.
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram  # noqa: E402
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram  # noqa: E402
 from prometheus_client import generate_latest, multiprocess  # noqa: E402
 
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
@@ -149,6 +154,8 @@ async def refresh_at_scrape(app: Any) -> None:
 def exposition() -> tuple[bytes, str]:
     """The text Prometheus scrapes: every worker's files, added up. Gauges of workers that died
     without saying so (SIGKILL) are dropped first; their counters stay (the instance's totals)."""
+    if METRICS_DIRECTORY is None:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     _forget_dead_workers()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=METRICS_DIRECTORY)
@@ -156,7 +163,7 @@ def exposition() -> tuple[bytes, str]:
 
 
 def _forget_dead_workers() -> None:
-    for path in Path(METRICS_DIRECTORY).glob("gauge_live*_*.db"):
+    for path in Path(str(METRICS_DIRECTORY)).glob("gauge_live*_*.db"):
         pid = path.stem.rpartition("_")[2]
         if pid.isdigit() and not _pid_exists(int(pid)):
             multiprocess.mark_process_dead(int(pid), METRICS_DIRECTORY)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.engine import make_url
 
+import store
 from conftest import make_settings, mint_token
 from db import Database, DatabaseUnavailable
 from main import create_app
@@ -180,3 +181,41 @@ def test_connections_cut_right_after_a_request_cost_no_failed_request(postgres_c
     listed = client.get("/api/tasks?limit=500", headers=headers).json()
     assert len(listed) == 26  # every create happened exactly once
     assert client.get(f"/api/tasks/{task['id']}", headers=headers).json()["title"] == "round 24"
+
+
+def test_a_connection_whose_statement_passed_the_deadline_is_never_reused(database_url):
+    async def scenario(database: Database):
+        async with database.connect() as connection:
+            task_id = await store_task(connection)
+        with RowLock(database_url, task_id):
+            async with database.connect() as connection:
+                timed_out = connection.raw
+                with pytest.raises(DatabaseUnavailable):
+                    await connection.execute(
+                        sa.update(store.task_table).where(store.task_table.c.id == sa.bindparam("id")).values(title="x"),
+                        {"id": task_id},
+                    )
+        async with database.connect() as connection:
+            assert connection.raw is not timed_out
+            return await connection.fetch_value(sa.select(sa.literal(1)))
+
+    assert run_with_database(database_url, scenario, db_pool_size=1, db_statement_timeout_seconds=SHORT_TIMEOUT) == 1
+
+
+async def store_task(connection) -> int:
+    return (await store.insert_task(connection, f"reuse_{uuid.uuid4().hex[:8]}", {"title": "t"}))["id"]
+
+
+def test_a_pool_checkout_never_waits_past_the_statement_deadline(database_url):
+    async def scenario(database: Database):
+        async with database.connect():
+            started = time.monotonic()
+            with pytest.raises(DatabaseUnavailable):
+                async with database.connect():
+                    pass
+            return time.monotonic() - started
+
+    waited = run_with_database(
+        database_url, scenario, db_pool_size=1, db_pool_timeout_seconds=60, db_statement_timeout_seconds=0.3
+    )
+    assert waited < 0.3 + MARGIN, waited

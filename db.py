@@ -210,7 +210,7 @@ class Connection:
 
     async def execute_sql(self, sql: str) -> None:
         """Plain SQL without values (BEGIN, COMMIT...). BEGIN and SELECT may be retried; others not."""
-        retry_safe = sql.lstrip()[:6].upper() in ("BEGIN", "BEGIN;", "SELECT")
+        retry_safe = sql.split(None, 1)[0].rstrip(";").upper() in ("BEGIN", "SELECT")
         await self._execute(sql, None, None, retry_safe)
 
     async def _execute(self, sql: str, arguments: Params | None, fetch: "Fetch | None", is_read: bool) -> Any:

@@ -133,3 +133,13 @@ def test_metrics_add_up_across_the_workers_of_an_instance_and_not_across_instanc
         assert samples(text, "task_api_db_pool_connections_max") == 2 * 10  # two workers' pools, added up
         untouched = httpx.get(f"{other.url}/metrics").text
         assert samples(untouched, "task_api_http_requests_total", route="/api/tasks") == 0
+
+
+@pytest.mark.slow
+def test_an_explicit_prometheus_multiproc_dir_is_honoured(scratch_database, tmp_path):
+    url = scratch_database("sqlite")
+    with LiveServer(url, secret=TEST_SECRET, env={"PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}) as server:
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        text = httpx.get(f"{server.url}/metrics").text
+    assert samples(text, "task_api_http_requests_total", route="/health", status="200") >= 1
+    assert list(tmp_path.glob("counter_*.db")), list(tmp_path.iterdir())

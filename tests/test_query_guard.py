@@ -2,6 +2,8 @@
 repeated past its cap, are a 422 naming it, before anything reaches the database; nothing gives 500
 or 503 (SQLite's "too many SQL variables" once answered 503 "database unreachable"). Both databases."""
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from middleware import MAX_PARAMETER_REPEATS
 
@@ -100,3 +102,19 @@ def test_a_literal_percent_00_text_is_not_a_nul(alice):
 def test_hostile_but_valid_or_invalid_queries_never_give_500_or_503(alice, query):
     response = alice.get(f"/api/tasks?{query}")
     assert response.status_code in (200, 422), response.text
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+@given(
+    q=st.none() | st.text(max_size=210),
+    tags=st.lists(st.text(max_size=55), max_size=25),
+    priorities=st.lists(st.sampled_from(["low", "high", "HIGH", "x", "\x00"]), max_size=25),
+)
+def test_any_filter_text_gives_200_or_422_never_500_or_503(alice, q, tags, priorities):
+    params = [("tag", tag) for tag in tags] + [("priority", priority) for priority in priorities]
+    if q is not None:
+        params.append(("q", q))
+    response = alice.get("/api/tasks", params=params)
+    assert response.status_code in (200, 422), response.text
+    if any("\x00" in value for _, value in params) or len(tags) > MAX_PARAMETER_REPEATS:
+        assert response.status_code == 422

@@ -103,10 +103,11 @@ class PostgresDriver(Driver):
             hide_password=False
         )
         self.settings = settings
-        timeouts = f"statement_timeout = {self.server_side_ms}; SET LOCAL lock_timeout = {self.server_side_ms}"
         # The server-side deadline inside a transaction, in BEGIN's own round trip: startup options
         # (below) do not pass through PgBouncer, SET LOCAL does (it ends with the transaction).
-        self.begin_sql = f"BEGIN; SET LOCAL {timeouts}"
+        self.begin_sql = (
+            f"BEGIN; SET LOCAL statement_timeout = {self.server_side_ms}; SET LOCAL lock_timeout = {self.server_side_ms}"
+        )
         self.startup_options: str | None = (
             f"-c statement_timeout={self.server_side_ms} -c lock_timeout={self.server_side_ms}"
         )

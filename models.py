@@ -18,6 +18,13 @@ USER_ID_LENGTH = 255
 TAG_LENGTH = 50
 # Lower-casing can lengthen a string ("İ" becomes two code points); leave room.
 TAG_KEY_LENGTH = 4 * TAG_LENGTH
+# Fractional-indexing keys (README, "Manual order"): 1,000 moves into one gap make a key of ~200
+# characters; this leaves room for ~5,000.
+POSITION_LENGTH = 1024
+LIST_NAME_LENGTH = 100
+# Positions compare byte-wise: "C" on PostgreSQL (a locale would reorder them); SQLite's default
+# BINARY collation already does.
+PositionType = sa.String(POSITION_LENGTH).with_variant(sa.String(POSITION_LENGTH, collation="C"), "postgresql")
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -47,6 +54,10 @@ class Task(SQLModel, table=True):
         sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority_known"),
         # The list's default order, for one user among many.
         sa.Index("ix_task_user_id_created_at", "user_id", "created_at", "id"),
+        # Siblings in manual order (`?list_id=`, the last position of a list's top level).
+        sa.Index("ix_task_list_id_parent_id_position", "list_id", "parent_id", "position", "id"),
+        # Subtasks of a task in manual order (the tree query, `?parent_id=`, subtree walks).
+        sa.Index("ix_task_parent_id_position", "parent_id", "position", "id"),
         # Never reuse the id of a deleted task (SQLite would otherwise hand out max(id) + 1 again).
         {"sqlite_autoincrement": True},
     )
@@ -61,10 +72,41 @@ class Task(SQLModel, table=True):
     # TaskTag below indexes them for filtering and counting; both are written in one transaction.
     tags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     due_date: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+    list_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("list.id"), nullable=False))
+    # Deleting a task deletes its subtree explicitly (store.py, so every deleted id is known); the
+    # cascade only catches a subtask added under a parent while that parent was being deleted.
+    parent_id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("task.id", ondelete="CASCADE"), nullable=True)
+    )
+    position: str = Field(sa_column=sa.Column(PositionType, nullable=False))
     completed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
     # Bumped by every write; the ETag is made from it (two writes in one millisecond differ).
+    version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False))
+
+
+class TaskList(SQLModel, table=True):
+    """A user's list of tasks. Exactly one per user has `is_default` (the partial unique index)."""
+
+    __tablename__ = "list"
+    __table_args__ = (
+        sa.Index("ix_list_user_id_position", "user_id", "position", "id"),
+        sa.Index(
+            "uq_list_user_id_default", "user_id", unique=True,
+            sqlite_where=sa.text("is_default"), postgresql_where=sa.text("is_default"),
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
+    name: str = Field(sa_column=sa.Column(sa.String(LIST_NAME_LENGTH), nullable=False))
+    color: str | None = Field(default=None, sa_column=sa.Column(sa.String(7), nullable=True))
+    is_default: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False))
+    position: str = Field(sa_column=sa.Column(PositionType, nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
     version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False))
 
 

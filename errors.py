@@ -46,6 +46,10 @@ class TaskNotFound(ApiError):
     status_code, error_code, detail = 404, "TASK_NOT_FOUND", "Task not found"
 
 
+class ListNotFound(ApiError):
+    status_code, error_code, detail = 404, "LIST_NOT_FOUND", "List not found"
+
+
 class NotFound(ApiError):
     status_code, error_code = 404, "NOT_FOUND"
 

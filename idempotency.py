@@ -1,6 +1,6 @@
-"""`Idempotency-Key` on task creation: a retried POST returns the first response and creates nothing.
+"""`Idempotency-Key` on creation (tasks, lists): a retried POST returns the first response and creates nothing.
 
-The key's row is written in the same transaction as the task, so a crash records both or neither.
+The key's row is written in the same transaction as what it created, so a crash records both or neither.
 On PostgreSQL a transaction-scoped advisory lock on (user, key) tells a retry that arrives while
 the first request is still running (409) from one that arrives after it (replay). SQLite runs one
 writer at a time, so there the retry simply waits and replays. The primary key on (user, key) is
@@ -10,13 +10,13 @@ import hashlib
 import logging
 import re
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
-import store
 from db import Connection, Database, DuplicateKey, Row
 from errors import Conflict, IdempotencyKeyReused, ValidationFailed
 from models import IdempotencyKey, UTCDateTime
@@ -54,6 +54,10 @@ PURGE_EXPIRED_KEYS = sa.delete(key_table).where(
 )
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def check_key(key: str) -> str:
     if not VALID_KEY.fullmatch(key):
         raise ValidationFailed(
@@ -62,19 +66,33 @@ def check_key(key: str) -> str:
     return key
 
 
-async def create_once(db: Database, user_id: str, key: str, fields: dict[str, Any]) -> tuple[int, bytes, bool]:
-    """Create the task, or replay the first response for this key: (task id, body, replayed)."""
-    fingerprint = hashlib.sha256(orjson.dumps(fields, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)).hexdigest()
+# Creates one thing in the given transaction: (its id, its public representation).
+Creator = Callable[[Connection], Awaitable[tuple[int, dict[str, Any]]]]
+
+
+def fingerprint_of(kind: str, fields: dict[str, Any]) -> str:
+    """The request a key was first used with. A task's is its fields alone (as before lists existed,
+    so keys stored then still replay); anything else's names its kind, so one key cannot create a
+    task and a list."""
+    payload = fields if kind == "task" else {"__kind__": kind, **fields}
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)).hexdigest()
+
+
+async def create_once(
+    db: Database, user_id: str, key: str, kind: str, fields: dict[str, Any], create: Creator
+) -> tuple[int, bytes, bool]:
+    """Create it, or replay the first response for this key: (id, body, replayed)."""
+    fingerprint = fingerprint_of(kind, fields)
     try:
         async with db.transaction() as connection:
             await _lock_or_conflict(connection, user_id, key)
             earlier = await _find(connection, user_id, key)
             if earlier is not None:
                 return *_replay(earlier, fingerprint), True
-            task = await store.insert_task(connection, user_id, fields)
-            body = to_json(store.public(task))
-            await _remember(connection, user_id, key, fingerprint, task["id"], body)
-            return task["id"], body, False
+            created_id, representation = await create(connection)
+            body = to_json(representation)
+            await _remember(connection, user_id, key, fingerprint, created_id, body)
+            return created_id, body, False
     except DuplicateKey:  # a request with this key committed first (SQLite: no advisory lock)
         async with db.connect() as connection:
             earlier = await _find(connection, user_id, key)
@@ -92,7 +110,7 @@ async def _lock_or_conflict(connection: Connection, user_id: str, key: str) -> N
 
 async def _find(connection: Connection, user_id: str, key: str) -> Row | None:
     return await connection.fetch_one(
-        FIND_KEY, {"owner": user_id, "key": key, "retained_since": store.utc_now() - RETENTION}
+        FIND_KEY, {"owner": user_id, "key": key, "retained_since": _utc_now() - RETENTION}
     )
 
 
@@ -103,7 +121,7 @@ def _replay(earlier: Row, fingerprint: str) -> tuple[int, bytes]:
 
 
 async def _remember(connection: Connection, user_id: str, key: str, fingerprint: str, task_id: int, body: bytes) -> None:
-    now = store.utc_now()
+    now = _utc_now()
     # Only an expired row may be replaced. A live one was committed by a concurrent request after our
     # lookup (SQLite has no advisory lock): then the insert below fails and the request replays it.
     await connection.execute(DELETE_EXPIRED_KEY, {"owner": user_id, "key": key, "retained_since": now - RETENTION})

@@ -29,7 +29,7 @@ from middleware import (
 )
 from ratelimit import RateLimitMiddleware, RedisCounter
 from responses import FastJSONResponse
-from routes import health, tasks
+from routes import health, lists, tasks
 from routes import metrics as metrics_route
 from schemas import ErrorBody
 
@@ -103,14 +103,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(settings)
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
 
-    app.include_router(tasks.router, prefix="/api", tags=["tasks"], responses=COMMON_ERRORS)
-    app.include_router(
-        tasks.router,
-        prefix="/api/{user_id}",
-        tags=["user-tasks"],
-        dependencies=[Depends(tasks.require_path_user)],
-        responses={**COMMON_ERRORS, 403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}},
-    )
+    forbidden = {403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}}
+    for router, tag in ((tasks.router, "tasks"), (lists.router, "lists")):
+        app.include_router(router, prefix="/api", tags=[tag], responses=COMMON_ERRORS)
+        app.include_router(
+            router,
+            prefix="/api/{user_id}",
+            tags=[f"user-{tag}"],
+            dependencies=[Depends(tasks.require_path_user)],
+            responses={**COMMON_ERRORS, **forbidden},
+        )
     app.include_router(health.router)  # after the API: routes are matched in order, the API is busier
     app.include_router(metrics_route.router)
     _add_error_handlers(app)
@@ -189,6 +191,10 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
         message = "a JSON object body is required"
     elif error["type"] == "conflicting_filters":
         field = "status"
+    elif error["type"] == "tree_order":
+        field = "order"
+    elif error["type"] == "one_reference":
+        field = "to"
     return {"field": field, "message": message}
 
 

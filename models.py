@@ -125,8 +125,8 @@ class TaskTag(SQLModel, table=True):
 
 
 class IdempotencyKey(SQLModel, table=True):
-    """The first response to a `POST /api/tasks` with an Idempotency-Key, written in the same
-    transaction as the task it created. Rows older than the retention window are purged."""
+    """The first response to a `POST /api/tasks` or `/api/lists` with an Idempotency-Key, written in
+    the same transaction as what it created. Rows older than the retention window are purged."""
 
     __tablename__ = "idempotency_key"
     __table_args__ = (sa.Index("ix_idempotency_key_created_at", "created_at"),)
@@ -134,7 +134,7 @@ class IdempotencyKey(SQLModel, table=True):
     user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), primary_key=True))
     key: str = Field(sa_column=sa.Column(sa.String(255), primary_key=True))
     request_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
-    task_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+    task_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))  # or the list's id
     # The response body exactly as first sent, so a replay is byte-for-byte the same.
     response_body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))

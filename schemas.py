@@ -1,8 +1,20 @@
 """What crosses the wire. Every rule a client can break lives here, once."""
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 Priority = Literal["low", "medium", "high"]
@@ -81,6 +93,23 @@ Title = Annotated[
 Description = Annotated[StrictStr, AfterValidator(_description), WithJsonSchema({"type": "string", "maxLength": 1000})]
 Tag = Annotated[StrictStr, WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 50, "pattern": r"\S"})]
 Tags = Annotated[list[Tag], AfterValidator(_tags)]
+# An id in a body: a positive integer (true is not 1). One that names nothing of the caller's is a
+# 422 naming the field (checked against the database).
+EntityId = Annotated[StrictInt, Field(ge=1)]
+ListName = Annotated[
+    StrictStr,
+    AfterValidator(_trimmed(100, "name")),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 100, "pattern": r"\S"}),
+]
+
+
+def _color(value: str) -> str:
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", value):
+        raise PydanticCustomError("color", "must be a colour as #rrggbb (six hex digits), or null")
+    return value.lower()
+
+
+Color = Annotated[StrictStr, AfterValidator(_color), WithJsonSchema({"type": "string", "pattern": "^#[0-9a-fA-F]{6}$"})]
 UtcDateTime = Annotated[datetime, BeforeValidator(parse_utc_datetime)]
 
 
@@ -110,6 +139,12 @@ class TaskCreate(StrictBody):
     due_date: UtcDateTime | None = Field(
         None, examples=["2026-12-01T17:00:00Z"], description="ISO 8601; without an offset it is taken as UTC."
     )
+    list_id: EntityId | None = Field(
+        None, examples=[3], description="One of your lists; default: your default list (a subtask: its parent's)."
+    )
+    parent_id: EntityId | None = Field(
+        None, examples=[17], description="One of your tasks: the new task is its subtask, in its list (at most 4 levels)."
+    )
 
 
 class TaskUpdate(StrictBody):
@@ -122,6 +157,62 @@ class TaskUpdate(StrictBody):
     priority: Priority = None  # type: ignore[assignment]
     tags: Tags = None  # type: ignore[assignment]
     due_date: UtcDateTime | None = None
+    list_id: EntityId = Field(  # type: ignore[assignment]
+        None, description="Moves the task (with its subtasks) to the end of this list, at the top level."
+    )
+    parent_id: EntityId | None = Field(
+        None, description="Moves the task (with its subtasks) to the end of this task's subtasks; `null`: top level."
+    )
+
+
+class Placement(StrictBody):
+    """Where among the siblings: right after or before one of them, or `to` the top or bottom
+    (the default). At most one of the three."""
+
+    after_id: EntityId | None = Field(None, examples=[12], description="Right after this sibling (drag and drop: the one above).")
+    before_id: EntityId | None = Field(None, examples=[13], description="Right before this sibling.")
+    to: Literal["top", "bottom"] | None = Field(None, description="`top` or `bottom` (the default when nothing is given).")
+
+    @model_validator(mode="after")
+    def one_reference(self) -> "Placement":
+        given = [name for name in ("after_id", "before_id", "to") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise PydanticCustomError(
+                "one_reference", "send at most one of after_id, before_id and to (got {given})", {"given": ", ".join(given)}
+            )
+        return self
+
+
+class TaskMove(Placement):
+    """Move a task (with its subtree). `parent_id` left out keeps the parent when the list stays, and
+    means top level when the list changes; `null` is the top level."""
+
+    list_id: EntityId | None = Field(None, examples=[3], description="The destination list (default: the task's own).")
+    parent_id: EntityId | None = Field(None, examples=[17], description="The new parent; `null`: top level.")
+
+
+class ListCreate(StrictBody):
+    name: ListName = Field(examples=["Groceries"], description="1 to 100 characters after trimming.")
+    color: Color | None = Field(None, examples=["#16a34a"], description="`#rrggbb` or null.")
+
+
+class ListUpdate(StrictBody):
+    """Partial update: fields given change. `null` clears color; name cannot be null."""
+
+    name: ListName = Field(None, examples=["Errands"])  # type: ignore[assignment]
+    color: Color | None = None
+
+
+class ListPublic(BaseModel):
+    id: int = Field(examples=[3])
+    name: str = Field(examples=["Groceries"])
+    color: str | None = Field(examples=["#16a34a"])
+    is_default: bool
+    position: str = Field(examples=["a1"], description="Lists sorted by position (byte-wise), then id, are in manual order.")
+    task_count: int = Field(description="Tasks in the list, subtasks included.")
+    completed_count: int = Field(description="Completed tasks in the list, subtasks included.")
+    created_at: datetime
+    updated_at: datetime
 
 
 class CompletionUpdate(StrictBody):
@@ -137,6 +228,11 @@ class TaskPublic(BaseModel):
     priority: Priority
     tags: list[str]
     due_date: datetime | None
+    list_id: int = Field(examples=[3])
+    parent_id: int | None = Field(examples=[None], description="The task this one is a subtask of.")
+    position: str = Field(
+        examples=["a1"], description="Siblings (same list and parent) sorted by position (byte-wise), then id, are in manual order."
+    )
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime

@@ -3,7 +3,12 @@
 Writes are single statements where they can be: `UPDATE ... WHERE id AND user_id [AND version]
 RETURNING` is both the ownership check and the compare-and-set of If-Match, atomic on both
 databases (PostgreSQL locks the row and re-checks the WHERE after a concurrent commit; SQLite
-runs one writer at a time). Only a change of tags needs a transaction (the task_tag rows).
+runs one writer at a time). Completing a task completes its open subtasks in the same statement;
+deleting one deletes its subtree in the same statement. A change of tags (the task_tag rows) and a
+move (tree.py decides where to) run in a transaction.
+
+Every write returns every task it wrote (`change_task`, `delete_task`, `delete_completed`): the one
+place per kind of change where a hook for each changed task goes.
 Every statement is built once, at import or by an lru_cached builder keyed by its shape, with bind
 parameters for the values (db.Database compiles each once). Rows come back as plain dicts (no ORM
 objects): the routes serialise them directly.
@@ -15,15 +20,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from db import Connection, Database
-from errors import PreconditionFailed, TaskNotFound
+import lists
+import tree
+from db import Connection, Database, Row
+from errors import ListNotFound, PreconditionFailed, TaskNotFound
+from etags import Precondition, task_etag
 from models import PRIORITIES, Task, TaskTag, UTCDateTime
 
 task_table: sa.Table = Task.__table__
 tag_table: sa.Table = TaskTag.__table__
 PUBLIC_COLUMNS = (
     "id", "user_id", "title", "description", "completed", "priority", "tags",
-    "due_date", "completed_at", "created_at", "updated_at",
+    "due_date", "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
 )
 PUBLIC_SELECTED = [task_table.c[name] for name in PUBLIC_COLUMNS]
 SELECTED_COLUMNS = [*PUBLIC_SELECTED, task_table.c.version]
@@ -35,8 +43,8 @@ FLIP = object()
 Changes = dict[str, Any]
 
 
-def etag_of(task: dict[str, Any]) -> str:
-    return f'"{task["id"]}.{task["version"]}"'
+__all__ = ["Precondition"]  # routes build it from the If-Match header
+etag_of = task_etag
 
 
 def public(task: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +69,8 @@ async def create_task(db: Database, user_id: str, fields: Changes) -> dict[str, 
 
 
 async def insert_task(connection: Connection, user_id: str, fields: Changes) -> dict[str, Any]:
-    """The INSERTs of a new task, in the caller's connection or transaction."""
+    """The INSERTs of a new task, at the end of its siblings, in the caller's connection or transaction."""
+    fields = {**fields, **await _new_place(connection, user_id, fields.get("list_id"), fields.get("parent_id"))}
     now = utc_now()
     task = {
         "user_id": user_id,
@@ -81,34 +90,93 @@ async def insert_task(connection: Connection, user_id: str, fields: Changes) -> 
     return task
 
 
-async def modify_task(db: Database, user_id: str, task_id: int, changes: Changes, if_match: "Precondition") -> dict[str, Any]:
-    """Apply `changes` (`completed` may be FLIP) in one conditional UPDATE; 404 or 412 if it matches
-    no row. Without If-Match the last write wins; with it, a version that moved on is a 412."""
+async def _new_place(connection: Connection, user_id: str, list_id: int | None, parent_id: int | None) -> Changes:
+    """list_id, parent_id and position of a new task: the end of its siblings in the given list or
+    under the given parent (checked to be the caller's), else the end of the default list."""
+    if list_id is None and parent_id is None:
+        list_id = await lists.default_list_id(connection, user_id)  # cached: no query after the first
+    elif parent_id is None:
+        await tree.check_list(connection, user_id, list_id)
+    destination = await tree.destination_of_new_task(connection, user_id, list_id, parent_id)
+    kind, scope = tree.sibling_scope(user_id, 0, destination.list_id, destination.parent_id)
+    position = await tree.position_at(connection, kind, scope, tree.BOTTOM)
+    return {"list_id": destination.list_id, "parent_id": destination.parent_id, "position": position}
+
+
+async def modify_task(db: Database, user_id: str, task_id: int, changes: Changes, if_match: Precondition) -> dict[str, Any]:
+    """Apply `changes` (`completed` may be FLIP; `list_id` / `parent_id` move it to the end of
+    another place); the task after the change."""
+    return (await change_task(db, user_id, task_id, changes, if_match))[0]
+
+
+async def move_task(db: Database, user_id: str, task_id: int, move: tree.Move, if_match: Precondition) -> dict[str, Any]:
+    return (await change_task(db, user_id, task_id, {}, if_match, move))[0]
+
+
+async def change_task(
+    db: Database, user_id: str, task_id: int, changes: Changes, if_match: Precondition, move: tree.Move | None = None
+) -> list[Row]:
+    """One conditional UPDATE (404 or 412 if it matches no row; without If-Match the last write
+    wins). Returns every task written, the task itself first: the open subtasks a completion
+    completed (same statement), the subtasks that followed it into another list (same transaction)."""
     if not 1 <= task_id <= MAX_TASK_ID:
         raise TaskNotFound()
     versions = if_match.versions(task_id)
-    values = {field: value for field, value in changes.items() if value is not FLIP}
-    statement = _update_statement(tuple(sorted(values)), _completion(changes.get("completed")), _count(versions))
-    params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **_numbered("if_match", versions)}
-    params.update({f"new_{field}": value for field, value in values.items()})
-    async with db.transaction() if "tags" in changes else db.connect() as connection:
-        task = await connection.fetch_one(statement, params)
+    if move is None and ("list_id" in changes or "parent_id" in changes):
+        move = tree.Move(changes.get("list_id"), changes.get("parent_id"), "parent_id" in changes, explicit=False)
+    values = {field: value for field, value in changes.items() if value is not FLIP and field not in ("list_id", "parent_id")}
+    relisted = False
+    async with db.transaction() if "tags" in changes or move else db.connect() as connection:
+        if move is not None:
+            place, relisted = await _place_of_move(connection, user_id, task_id, move)
+            values.update(place)
+        statement = _update_statement(tuple(sorted(values)), _completion(changes.get("completed")), _count(versions))
+        params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **_numbered("if_match", versions)}
+        params.update({f"new_{field}": value for field, value in values.items()})
+        written = await connection.fetch_all(statement, params)
+        task = next((row for row in written if row["id"] == task_id), None)
         if task is None:
             await _explain_miss(connection, user_id, task_id)
+        others = [row for row in written if row["id"] != task_id]
         if "tags" in changes:
             await connection.execute(DELETE_TAGS, {"task_id": task_id})
             await _insert_tags(connection, task)
-    return task
+        if relisted:
+            others += await connection.fetch_all(RELIST_SUBTREE, {"task_id": task_id, "owner": user_id, **_relist(task)})
+    return [task, *others]
 
 
-async def delete_task(db: Database, user_id: str, task_id: int, if_match: "Precondition") -> None:
+async def _place_of_move(connection: Connection, user_id: str, task_id: int, move: tree.Move) -> tuple[Changes, bool]:
+    """The new list_id / parent_id / position ({} when a PATCH names the place the task is in), and
+    whether the list changes (its subtree follows)."""
+    await tree.lock_structure(connection, user_id)
+    current = await _find(connection, user_id, task_id)
+    if current is None:
+        raise TaskNotFound()
+    destination = await tree.destination_of_move(connection, user_id, current, move)
+    if not move.explicit and (destination.list_id, destination.parent_id) == (current["list_id"], current["parent_id"]):
+        return {}, False
+    kind, scope = tree.sibling_scope(user_id, task_id, destination.list_id, destination.parent_id)
+    position = await tree.position_at(connection, kind, scope, move.spot)
+    place = {"list_id": destination.list_id, "parent_id": destination.parent_id, "position": position}
+    return place, destination.list_id != current["list_id"]
+
+
+def _relist(task: Row) -> dict[str, Any]:
+    return {"new_list_id": task["list_id"], "now": task["updated_at"]}
+
+
+async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precondition) -> list[int]:
+    """Delete the task and its subtree (all levels) in one statement; the ids deleted."""
     if not 1 <= task_id <= MAX_TASK_ID:
         raise TaskNotFound()
     versions = if_match.versions(task_id)
     params = {"task_id": task_id, "owner": user_id, **_numbered("if_match", versions)}
-    async with db.connect() as connection:  # task_tag rows go with it (ON DELETE CASCADE)
-        if await connection.execute(_delete_statement(_count(versions)), params) == 0:
+    async with db.connect() as connection:  # task_tag rows go with them (ON DELETE CASCADE)
+        deleted = [row["id"] for row in await connection.fetch_all(_delete_statement(_count(versions)), params)]
+        if not deleted:
             await _explain_miss(connection, user_id, task_id)
+    return deleted
 
 
 PRIORITY_RANK = sa.case({"low": 1, "medium": 2, "high": 3}, value=task_table.c.priority)  # high > medium > low
@@ -118,6 +186,7 @@ SORT_KEYS = {
     "due_date": task_table.c.due_date,
     "priority": PRIORITY_RANK,
     "title": sa.func.lower(task_table.c.title),
+    "position": None,  # the manual order, as a tree (tree.tree_order)
 }
 
 
@@ -134,6 +203,9 @@ class TaskFilter:
     due_before: datetime | None = None
     due_after: datetime | None = None
     overdue: bool | None = None
+    list_id: int | None = None
+    parent_id: int | None = None
+    top_level_only: bool = False
 
     def tag_keys(self) -> list[str]:
         return list(dict.fromkeys(tag.strip().lower() for tag in self.tags or ()))
@@ -147,6 +219,8 @@ class TaskFilter:
             self.due_before is not None,
             self.due_after is not None,
             self.overdue,
+            self.list_id is not None,
+            "top" if self.top_level_only else self.parent_id is not None,
         )
 
     def parameters(self) -> dict[str, Any]:
@@ -157,6 +231,8 @@ class TaskFilter:
             "due_before": self.due_before,
             "due_after": self.due_after,
             "now": utc_now(),
+            "list_id": self.list_id,
+            "parent_id": self.parent_id,
         }
         if self.text:
             # % and _ (and the escape character /) in the text match literally.
@@ -168,9 +244,15 @@ class TaskFilter:
 
 @functools.lru_cache(maxsize=512)
 def _conditions(shape: tuple[Any, ...]) -> tuple[sa.ColumnElement[bool], ...]:
-    has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue = shape
+    has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue, has_list, parent = shape
     t = task_table.c
     conditions = [t.user_id == sa.bindparam("owner")]
+    if has_list:
+        conditions.append(t.list_id == sa.bindparam("list_id"))
+    if parent == "top":
+        conditions.append(t.parent_id.is_(None))
+    elif parent:
+        conditions.append(t.parent_id == sa.bindparam("parent_id"))
     if has_completed:
         conditions.append(t.completed == sa.bindparam("completed"))
     if has_text:
@@ -199,6 +281,8 @@ def _conditions(shape: tuple[Any, ...]) -> tuple[sa.ColumnElement[bool], ...]:
 
 @functools.lru_cache(maxsize=512)
 def _page_statement(shape: tuple[Any, ...], sort: str, ascending: bool) -> sa.Select:
+    if sort == "position":
+        return _tree_page_statement(shape)
     direction = sa.asc if ascending else sa.desc
     primary = direction(SORT_KEYS[sort])
     if sort == "due_date":
@@ -212,6 +296,22 @@ def _page_statement(shape: tuple[Any, ...], sort: str, ascending: bool) -> sa.Se
     )
 
 
+def _tree_page_statement(shape: tuple[Any, ...]) -> sa.Select:
+    """The manual order as a tree, in one query: every task of the list (of every list, in the
+    lists' order, without `list_id`) with its path (tree.tree_order), the filters applied to the
+    rows, sorted by path. A filtered-out task's matching subtasks still follow where it would be."""
+    in_one_list = shape[-2]
+    ordered = tree.tree_order(in_one_list)
+    return (
+        sa.select(*PUBLIC_SELECTED)
+        .select_from(task_table.join(ordered, ordered.c.id == task_table.c.id))
+        .where(*_conditions(shape))
+        .order_by(ordered.c.path)
+        .limit(sa.bindparam("limit"))
+        .offset(sa.bindparam("offset"))
+    )
+
+
 @functools.lru_cache(maxsize=512)
 def _count_statement(shape: tuple[Any, ...]) -> sa.Select:
     return sa.select(sa.func.count()).select_from(task_table).where(*_conditions(shape))
@@ -220,7 +320,9 @@ def _count_statement(shape: tuple[Any, ...]) -> sa.Select:
 async def list_tasks(
     db: Database, filters: TaskFilter, sort: str, ascending: bool, limit: int, offset: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page (public fields only) and the total matching count, both from the same filter."""
+    """One page (public fields only) and the total matching count, both from the same filter. A
+    `list_id` / `parent_id` that is not the caller's is a 404 (looked up only when nothing matched)."""
+    _check_ids(filters.list_id, filters.parent_id)
     shape, parameters = filters.shape(), filters.parameters()
     async with db.connect() as connection:
         rows = await connection.fetch_all(
@@ -230,24 +332,58 @@ async def list_tasks(
             total = offset + len(rows)  # the last page: no count query needed
         else:
             total = await connection.fetch_value(_count_statement(shape), parameters)
+        if total == 0:
+            await _check_scope(connection, filters.user_id, filters.list_id, filters.parent_id)
     return rows, total
 
 
-DELETE_COMPLETED = sa.delete(task_table).where(
-    task_table.c.user_id == sa.bindparam("owner"), task_table.c.completed.is_(True)
-)
+def _check_ids(list_id: int | None, parent_id: int | None) -> None:
+    """Ids too large for the database name nothing (and must not reach it: an overflow is an error there)."""
+    if list_id is not None and not 1 <= list_id <= lists.MAX_LIST_ID:
+        raise ListNotFound()
+    if parent_id is not None and not 1 <= parent_id <= MAX_TASK_ID:
+        raise TaskNotFound()
 
 
-async def delete_completed(db: Database, user_id: str) -> int:
+async def _check_scope(connection: Connection, user_id: str, list_id: int | None, parent_id: int | None) -> None:
+    """After an empty answer: was the list (or parent task) asked for someone else's, or missing?"""
+    if list_id is not None and not await lists.owns_list(connection, user_id, list_id):
+        raise ListNotFound()
+    if parent_id is not None and await _find(connection, user_id, parent_id) is None:
+        raise TaskNotFound("Task not found (the parent_id of this listing)")
+
+
+@functools.lru_cache(maxsize=4)
+def _delete_completed_statement(in_one_list: bool) -> sa.Delete:
+    """Completed tasks with their whole subtrees (open subtasks too), in one statement."""
+    t = task_table.c
+    roots = [t.user_id == sa.bindparam("owner"), t.completed.is_(True)]
+    if in_one_list:
+        roots.append(t.list_id == sa.bindparam("list_id"))
+    doomed = tree.subtree_of(sa.and_(*roots), "doomed")
+    return (
+        sa.delete(task_table)
+        .where(t.id.in_(sa.select(doomed.c.id)), t.user_id == sa.bindparam("owner"))
+        .returning(t.id)
+    )
+
+
+async def delete_completed(db: Database, user_id: str, list_id: int | None = None) -> list[int]:
+    """The ids deleted: every completed task (of one list) and everything below it."""
+    _check_ids(list_id, None)
+    params = {"owner": user_id, "list_id": list_id}
     async with db.connect() as connection:
-        return await connection.execute(DELETE_COMPLETED, {"owner": user_id})
+        deleted = [row["id"] for row in await connection.fetch_all(_delete_completed_statement(list_id is not None), params)]
+        if not deleted:
+            await _check_scope(connection, user_id, list_id, None)
+    return deleted
 
 
 def _count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
     return sa.func.coalesce(sa.func.sum(sa.case((condition, 1), else_=0)), 0)
 
 
-# All the counters in one statement.
+# All the counters in one statement (of all tasks, or of one list's).
 STATS = sa.select(
     sa.func.count().label("total"),
     _count_where(task_table.c.completed.is_(True)).label("completed"),
@@ -256,11 +392,16 @@ STATS = sa.select(
     ).label("overdue"),
     *(_count_where(task_table.c.priority == priority).label(priority) for priority in PRIORITIES),
 ).where(task_table.c.user_id == sa.bindparam("owner"))
+LIST_STATS = STATS.where(task_table.c.list_id == sa.bindparam("list_id"))
 
 
-async def stats(db: Database, user_id: str) -> dict[str, Any]:
+async def stats(db: Database, user_id: str, list_id: int | None = None) -> dict[str, Any]:
+    _check_ids(list_id, None)
     async with db.connect() as connection:
-        row = await connection.fetch_one(STATS, {"owner": user_id, "now": utc_now()})
+        statement = STATS if list_id is None else LIST_STATS
+        row = await connection.fetch_one(statement, {"owner": user_id, "now": utc_now(), "list_id": list_id})
+        if row["total"] == 0:
+            await _check_scope(connection, user_id, list_id, None)
     return {
         "total": row["total"],
         "completed": row["completed"],
@@ -283,22 +424,6 @@ TAG_COUNTS = (
 async def tag_counts(db: Database, user_id: str) -> list[dict[str, Any]]:
     async with db.connect() as connection:
         return await connection.fetch_all(TAG_COUNTS, {"owner": user_id})
-
-
-class Precondition:
-    """An If-Match header: `*`, or a list of ETags (`"<id>.<version>"`). Absent means unconditional."""
-
-    def __init__(self, header: str | None):
-        self.header = header
-        self._tags = {tag.strip() for tag in header.split(",")} if header else set()
-
-    def versions(self, task_id: int) -> list[int] | None:
-        """The versions the row may have for the write to happen; None: any (no If-Match, or `*`)."""
-        if self.header is None or "*" in self._tags:
-            return None
-        prefix = f'"{task_id}.'
-        versions = [tag[len(prefix):-1] for tag in self._tags if tag.startswith(prefix) and tag.endswith('"')]
-        return sorted({int(v) for v in versions if v.isdigit() and len(v) < 10})
 
 
 # Statements are built once (the values come as parameters): rebuilding and re-keying a statement
@@ -364,43 +489,92 @@ def _numbered_binds(prefix: str, count: int) -> list[sa.BindParameter]:
     return [sa.bindparam(f"{prefix}_{index}") for index in range(count)]
 
 
-def _version_matches(version_count: int | None) -> list[sa.ColumnElement[bool]]:
+def _version_matches(version_count: int | None, table: sa.FromClause = task_table) -> list[sa.ColumnElement[bool]]:
     """If-Match as a condition: the row's version is one of the ETags' (none given: no condition;
     none of them names this task: a condition no row meets)."""
     if version_count is None:
         return []
     if version_count == 0:
         return [sa.false()]
-    return [task_table.c.version.in_(_numbered_binds("if_match", version_count))]
+    return [table.c.version.in_(_numbered_binds("if_match", version_count))]
 
 
 @functools.lru_cache(maxsize=256)
 def _delete_statement(version_count: int | None) -> sa.Delete:
+    """The task (if If-Match allows) and its whole subtree, in one statement."""
     t = task_table.c
-    return sa.delete(task_table).where(
-        t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner"), *_version_matches(version_count)
+    root = sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner"), *_version_matches(version_count))
+    doomed = tree.subtree_of(root, "doomed")
+    return (
+        sa.delete(task_table)
+        .where(t.id.in_(sa.select(doomed.c.id)), t.user_id == sa.bindparam("owner"))
+        .returning(t.id)
     )
+
+
+def _now_never_backwards(now: sa.ColumnElement) -> sa.ColumnElement:
+    return sa.case((task_table.c.updated_at < now, now), else_=task_table.c.updated_at)
+
+
+_moved_below = tree.subtree_of(
+    sa.and_(task_table.c.parent_id == sa.bindparam("task_id"), task_table.c.user_id == sa.bindparam("owner")), "moved"
+)
+# A task moved to another list: its subtasks (all levels) follow it there.
+RELIST_SUBTREE = (
+    sa.update(task_table)
+    .where(task_table.c.id.in_(sa.select(_moved_below.c.id)))
+    .values(
+        list_id=sa.bindparam("new_list_id"),
+        updated_at=_now_never_backwards(sa.bindparam("now", type_=UTCDateTime())),
+        version=task_table.c.version + 1,
+    )
+    .returning(*SELECTED_COLUMNS)
+)
 
 
 @functools.lru_cache(maxsize=256)
 def _update_statement(fields: tuple[str, ...], completion: str | None, version_count: int | None) -> sa.Update:
     """The UPDATE for one shape of change, built once (the values come as parameters): the client's
     fields plus what the server owns (completed_at, updated_at, version), written as expressions
-    of the row's current values, so no read is needed first."""
+    of the row's current values, so no read is needed first. A change that completes the task
+    (set or flip) also completes its open subtasks, all levels, in the same statement."""
     t = task_table.c
     now = sa.bindparam("now", type_=UTCDateTime())
-    values: dict[str, Any] = {field: sa.bindparam(f"new_{field}", type_=t[field].type) for field in fields}
+    is_task = t.id == sa.bindparam("task_id")
+    cascades = completion in ("set", "flip")
+    values: dict[str, Any] = {}
+    for field in fields:
+        new = sa.bindparam(f"new_{field}", type_=t[field].type)
+        # In a cascade the subtasks get only the completion; `completed` is true for all of them.
+        values[field] = sa.case((is_task, new), else_=t[field]) if cascades and field != "completed" else new
     if completion == "flip":
-        values["completed"] = sa.not_(t.completed)
+        values["completed"] = sa.case((is_task, sa.not_(t.completed)), else_=sa.true()) if cascades else sa.not_(t.completed)
         values["completed_at"] = sa.case((t.completed, sa.null()), else_=now)
     elif completion == "set":
         values["completed_at"] = sa.case((t.completed, t.completed_at), else_=now)
     elif completion == "clear":
         values["completed_at"] = None
-    values["updated_at"] = sa.case((t.updated_at < now, now), else_=t.updated_at)  # never backwards
+    values["updated_at"] = _now_never_backwards(now)
     values["version"] = t.version + 1
-    where = [t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")]  # not `user_id`: a column name
-    return sa.update(task_table).where(*where, *_version_matches(version_count)).values(values).returning(*SELECTED_COLUMNS)
+    owner = t.user_id == sa.bindparam("owner")  # not `user_id`: a column name
+    where = sa.and_(is_task, *_version_matches(version_count))
+    if cascades:
+        where = sa.or_(where, _open_subtasks_of_a_completing_task(version_count))
+    return sa.update(task_table).where(owner, where).values(values).returning(*SELECTED_COLUMNS)
+
+
+def _open_subtasks_of_a_completing_task(version_count: int | None) -> sa.ColumnElement[bool]:
+    """The open tasks below `task_id`, when this statement completes it (it is open now, and
+    If-Match allows the write). Reopening completes nothing; completing a completed task neither."""
+    t = task_table.c
+    task = task_table.alias("completing")
+    completes = (
+        sa.exists()
+        .where(task.c.id == sa.bindparam("task_id"), task.c.user_id == sa.bindparam("owner"), task.c.completed.is_(False))
+        .where(*_version_matches(version_count, task))
+    )
+    below = tree.subtree_of(sa.and_(t.parent_id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "below")
+    return sa.and_(t.id.in_(sa.select(below.c.id)), t.completed.is_(False), completes)
 
 
 async def _insert_tags(connection: Connection, task: Any) -> None:

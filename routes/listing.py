@@ -9,9 +9,9 @@ from pydantic_core import PydanticCustomError
 from schemas import Priority, UtcDateTime
 from store import TaskFilter
 
-SortField = Literal["created_at", "created", "updated_at", "due_date", "priority", "title"]
+SortField = Literal["created_at", "created", "updated_at", "due_date", "priority", "title", "position"]
 SORT_ALIASES = {"created": "created_at"}
-ASCENDING_BY_DEFAULT = {"title", "due_date"}
+ASCENDING_BY_DEFAULT = {"title", "due_date", "position"}
 
 
 def _lowercase(value: Any) -> Any:
@@ -31,6 +31,18 @@ def _plus_sign_back(value: Any) -> Any:
     """Read `...T17:00:00 02:00` as `...T17:00:00+02:00`, so any offset works however it is encoded."""
     if isinstance(value, str):
         return _SPACE_BEFORE_OFFSET.sub(r"\1+\2", value.strip())
+    return value
+
+
+def _parent_filter(value: Any) -> Any:
+    """`?parent_id=17` or `?parent_id=none` (any case)."""
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if value == "none":
+            return value
+        if not value.isdigit():
+            raise PydanticCustomError("parent_filter", "must be a task id or none (top-level tasks only)")
+        return int(value)
     return value
 
 
@@ -58,8 +70,21 @@ class ListQuery(BaseModel):
         None, description="Due at or after (ISO 8601, inclusive; any offset, none means UTC).", examples=["2026-12-01T00:00:00Z"]
     )
     overdue: bool | None = Field(None, description="`true`: not completed and due in the past.", examples=[True])
+    list_id: int | None = Field(
+        None, description="Only this list's tasks (a list that is not yours: 404 LIST_NOT_FOUND).", examples=[3]
+    )
+    parent_id: Annotated[int | Literal["none"] | None, BeforeValidator(_parent_filter)] = Field(
+        None,
+        description="Only the direct subtasks of this task (not yours: 404 TASK_NOT_FOUND); `none`: only top-level tasks.",
+        examples=["none"],
+    )
     sort: Annotated[SortField, BeforeValidator(_lowercase)] = Field(
-        "created_at", description="Sort key; `created` is an alias of `created_at`.", examples=["due_date"]
+        "created_at",
+        description="Sort key; `created` is an alias of `created_at`. `position` is the manual order as a tree: "
+        "lists in their order, each task followed by its subtasks (depth first), siblings by position then id. "
+        "Filters keep the tree order and drop the tasks they do not match (a matching subtask stays where it "
+        "would be, without its parent); pages cut that order.",
+        examples=["due_date"],
     )
     order: Annotated[Literal["asc", "desc"] | None, BeforeValidator(_lowercase)] = Field(
         None,
@@ -75,6 +100,8 @@ class ListQuery(BaseModel):
         from_status = {"pending": False, "completed": True}.get(self.status or "all")
         if from_status is not None and self.completed is not None and from_status != self.completed:
             raise PydanticCustomError("conflicting_filters", "completed and status ask for different tasks; send one")
+        if self.sort == "position" and self.order == "desc":
+            raise PydanticCustomError("tree_order", "sort=position is the manual order (a tree): it has no desc; leave order out")
         return self
 
     def to_filter(self, user_id: str) -> TaskFilter:
@@ -90,6 +117,9 @@ class ListQuery(BaseModel):
             due_before=self.due_before,
             due_after=self.due_after,
             overdue=self.overdue,
+            list_id=self.list_id,
+            parent_id=self.parent_id if isinstance(self.parent_id, int) else None,
+            top_level_only=self.parent_id == "none",
         )
 
     def ordering(self) -> tuple[str, bool]:

@@ -5,6 +5,7 @@ from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 
 import idempotency
 import store
+import tree
 from auth import CurrentUser
 from db import Database, DatabaseDep
 from errors import Forbidden, ValidationFailed
@@ -17,6 +18,7 @@ from schemas import (
     Me,
     TagCount,
     TaskCreate,
+    TaskMove,
     TaskPublic,
     TaskStats,
     TaskUpdate,
@@ -40,6 +42,9 @@ IdempotencyKeyHeader = Annotated[
         json_schema_extra={"pattern": "^[!-~]{1,255}$"},  # 1 to 255 visible ASCII characters (checked in idempotency.py)
     ),
 ]
+ListIdQuery = Annotated[
+    int | None, Query(description="Only this list's tasks (a list that is not yours: 404 LIST_NOT_FOUND).", examples=[3])
+]
 IfNoneMatch = Annotated[str | None, Header(description="An ETag you hold: 304 Not Modified if the task still has it.")]
 
 
@@ -53,6 +58,7 @@ WRITE_ERRORS = {
     **TASK_NOT_FOUND,
     412: _error("If-Match does not match the task's current ETag (PRECONDITION_FAILED); nothing changed."),
 }
+LIST_NOT_FOUND = {404: _error("`list_id` names no list of yours (LIST_NOT_FOUND); another user's list looks the same.")}
 BODY_ERRORS = {
     400: _error("The body is not valid JSON (INVALID_JSON)."),
     413: _error("The body is over 64 KiB (PAYLOAD_TOO_LARGE)."),
@@ -116,7 +122,13 @@ async def create_task(
         task = await store.create_task(db, user.user_id, body.model_dump())
         return task_response(task, 201, {"Location": location.format(task["id"])})
     key = idempotency.check_key(idempotency_key)
-    task_id, content, replayed = await idempotency.create_once(db, user.user_id, key, body.model_dump())
+    fields = body.model_dump()
+
+    async def create(connection) -> tuple[int, dict[str, Any]]:
+        task = await store.insert_task(connection, user.user_id, fields)
+        return task["id"], store.public(task)
+
+    task_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "task", fields, create)
     headers = {
         "Location": location.format(task_id),
         "ETag": store.etag_of({"id": task_id, "version": 1}),
@@ -129,24 +141,30 @@ async def create_task(
     "/tasks",
     response_model=DeletedCount,
     summary="Delete your completed tasks",
-    responses={422: _error("`completed=true` is missing (VALIDATION_ERROR): this route only clears completed tasks.")},
+    description="Deletes every completed task (of one list, with `list_id`) with all its subtasks, open ones too; "
+    "`deleted` counts every task removed.",
+    responses={
+        422: _error("`completed=true` is missing (VALIDATION_ERROR): this route only clears completed tasks."),
+        **LIST_NOT_FOUND,
+    },
 )
 async def delete_completed_tasks(
     user: CurrentUser,
     db: DatabaseDep,
     completed: Annotated[bool | None, Query(description="Must be `true`: deletes every completed task of yours.")] = None,
+    list_id: ListIdQuery = None,
 ) -> Response:
     if completed is not True:
         raise ValidationFailed(
             [{"field": "completed", "message": "add ?completed=true to delete your completed tasks"}],
             detail="DELETE /api/tasks only clears completed tasks: add ?completed=true.",
         )
-    return FastJSONResponse({"deleted": await store.delete_completed(db, user.user_id)})
+    return FastJSONResponse({"deleted": len(await store.delete_completed(db, user.user_id, list_id))})
 
 
-@router.get("/tasks/stats", response_model=TaskStats, summary="Count your tasks")
-async def task_stats(user: CurrentUser, db: DatabaseDep) -> Response:
-    return FastJSONResponse(await store.stats(db, user.user_id))
+@router.get("/tasks/stats", response_model=TaskStats, summary="Count your tasks (of one list, with list_id)", responses=LIST_NOT_FOUND)
+async def task_stats(user: CurrentUser, db: DatabaseDep, list_id: ListIdQuery = None) -> Response:
+    return FastJSONResponse(await store.stats(db, user.user_id, list_id))
 
 
 @router.get(
@@ -173,7 +191,9 @@ async def _update(db: Database, user: CurrentUser, task_id: int, body: TaskUpdat
 UPDATE_DOC = {
     "response_model": TaskPublic,
     "responses": {200: {"headers": ETAG_HEADER}, **WRITE_ERRORS, **BODY_ERRORS},
-    "description": "Partial update: fields given change, absent fields stay; `null` clears description or due_date.",
+    "description": "Partial update: fields given change, absent fields stay; `null` clears description or due_date. "
+    "`completed: true` completes the open subtasks too (all levels). `list_id` / `parent_id` naming another place "
+    "move the task with its subtasks to the end there (the place it is already in: no move).",
 }
 
 
@@ -230,6 +250,30 @@ async def complete_task(
 ) -> Response:
     changes = {"completed": body.completed if body is not None else store.FLIP}
     return task_response(await store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
+
+
+@router.post(
+    "/tasks/{task_id}/move",
+    response_model=TaskPublic,
+    summary="Move a task (with its subtasks) in the manual order, to another parent or list",
+    description="`after_id` / `before_id`: a sibling at the destination (same list and parent); `to`: `top` or "
+    "`bottom` (the default); at most one of the three. `parent_id` left out keeps the parent when the list stays "
+    "and means top level when the list changes; `null` is the top level. Only the moved task gets a new position "
+    "(its subtasks follow it to another list). A reference that is not a sibling there, a move under the task "
+    "itself or its subtasks, or deeper than 4 levels: 422, nothing changed.",
+    responses={
+        200: {"headers": ETAG_HEADER},
+        **WRITE_ERRORS,
+        **BODY_ERRORS,
+        409: _error("This exact spot has no room left after thousands of moves into it (CONFLICT); see the message."),
+    },
+)
+async def move_task(
+    task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskMove, if_match: IfMatch = None
+) -> Response:
+    spot = tree.Spot(body.after_id, body.before_id, body.to or "bottom")
+    move = tree.Move(body.list_id, body.parent_id, "parent_id" in body.model_fields_set, spot)
+    return task_response(await store.move_task(db, user.user_id, task_id, move, store.Precondition(if_match)))
 
 
 @router.get("/tags", response_model=list[TagCount], summary="Your tags with how many tasks carry each, most used first")

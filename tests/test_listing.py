@@ -23,6 +23,7 @@ from conftest import ApiUser, mint_token
 SPELLINGS = ["plain", "user_path"]
 LIST_PARAMETERS = [
     "completed", "status", "q", "priority", "tag", "due_before", "due_after", "overdue", "sort", "order", "limit", "offset",
+    "list_id", "parent_id",
 ]
 
 # Titles and descriptions chosen so that an unescaped `%`, `_` or `/` in a LIKE pattern would
@@ -744,7 +745,7 @@ def test_openapi_documents_every_list_parameter(client, path):
         schema = parameter["schema"]
         has_example = "example" in parameter or "examples" in parameter or "examples" in schema or "example" in schema
         assert has_example, f"{name} has no example"
-    assert set(_enum(parameters["sort"]["schema"])) == {"created_at", "created", "updated_at", "due_date", "priority", "title"}
+    assert set(_enum(parameters["sort"]["schema"])) == {"created_at", "created", "updated_at", "due_date", "priority", "title", "position"}
     assert set(_enum(parameters["order"]["schema"])) == {"asc", "desc"}
     assert set(_enum(parameters["status"]["schema"])) == {"all", "pending", "completed"}
     assert set(_enum(parameters["priority"]["schema"])) == {"low", "medium", "high"}

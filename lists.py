@@ -43,7 +43,7 @@ OWNED = (_l.id == sa.bindparam("list_id"), _l.user_id == sa.bindparam("owner"))
 ALL_LISTS = sa.select(*SELECTED_COLUMNS).where(_l.user_id == sa.bindparam("owner")).order_by(_l.position, _l.id)
 FIND_LIST = sa.select(*SELECTED_COLUMNS).where(*OWNED)
 FIND_DEFAULT = sa.select(_l.id).where(_l.user_id == sa.bindparam("owner"), _l.is_default.is_(True))
-COUNT_AND_LAST = sa.select(sa.func.count(), sa.func.max(_l.position)).where(_l.user_id == sa.bindparam("owner"))
+COUNT_AND_LAST = sa.select(sa.func.count().label("count"), sa.func.max(_l.position).label("last")).where(_l.user_id == sa.bindparam("owner"))
 INSERTED_COLUMNS = ("user_id", "name", "color", "is_default", "position", "created_at", "updated_at", "version")
 INSERT_LIST = sa.insert(list_table).values({name: sa.bindparam(name) for name in INSERTED_COLUMNS}).returning(_l.id)
 DELETE_LIST_TASKS = sa.delete(task_table).where(_t.list_id == sa.bindparam("list_id"), _t.user_id == sa.bindparam("owner")).returning(_t.id)
@@ -142,7 +142,8 @@ async def insert_list(connection: Connection, user_id: str, fields: dict[str, An
     """A new list at the end of the caller's lists, in the caller's transaction."""
     await default_list_id(connection, user_id)
     await tree.lock_structure(connection, user_id)  # the count below stays true until commit
-    count, last = (await connection.fetch_all(COUNT_AND_LAST, {"owner": user_id}))[0].values()
+    counted = await connection.fetch_one(COUNT_AND_LAST, {"owner": user_id})
+    count, last = counted["count"], counted["last"]
     if count >= MAX_LISTS:
         raise ValidationFailed(
             [{"field": "body", "message": f"you have {count} lists, the most allowed is {MAX_LISTS}; delete one first"}],

@@ -6,11 +6,9 @@ use by an insert that a unique partial index makes race-free (ON CONFLICT DO NOT
 and never deleted, so its id is cached per process for good.
 """
 import functools
-import sqlite3
 from datetime import datetime, timezone
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from fractional_indexing import generate_key_between
 from sqlalchemy.dialects import postgresql, sqlite
@@ -222,16 +220,10 @@ async def move_list(db: Database, user_id: str, list_id: int, spot: tree.Spot, i
         return await _find_or_404(connection, user_id, list_id)
 
 
-def _is_foreign_key_violation(error: BaseException) -> bool:
-    if isinstance(error, psycopg.errors.ForeignKeyViolation):
-        return True
-    return isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error)
-
-
 async def delete_list(db: Database, user_id: str, list_id: int, cascade: bool, if_match: Precondition) -> list[int]:
     """Delete an empty list, or with `cascade` the list and all its tasks (all levels). Returns the
     ids of the deleted tasks. The default list is never deleted."""
-    try:
+    with tree.references_checked(lambda: Conflict("A task was added to the list while it was being deleted. Retry.")):
         async with db.transaction() as connection:
             await tree.lock_structure(connection, user_id)
             row = await _find_or_404(connection, user_id, list_id)
@@ -247,7 +239,3 @@ async def delete_list(db: Database, user_id: str, list_id: int, cascade: bool, i
             deleted_tasks = [r["id"] for r in await connection.fetch_all(DELETE_LIST_TASKS, params)] if cascade else []
             await connection.execute(DELETE_LIST, params)
             return deleted_tasks
-    except Exception as error:
-        if _is_foreign_key_violation(error) or _is_foreign_key_violation(error.__cause__ or error):
-            raise Conflict("A task was added to the list while it was being deleted. Retry.") from None
-        raise

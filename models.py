@@ -73,11 +73,9 @@ class Task(SQLModel, table=True):
     tags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     due_date: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
     list_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("list.id"), nullable=False))
-    # Deleting a task deletes its subtree explicitly (store.py, so every deleted id is known); the
-    # cascade only catches a subtask added under a parent while that parent was being deleted.
-    parent_id: int | None = Field(
-        default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("task.id", ondelete="CASCADE"), nullable=True)
-    )
+    # No ON DELETE CASCADE: a task's subtree is deleted by the same statement (store.py), which so
+    # returns every deleted id (SQLite would cascade row by row, and RETURNING would miss those).
+    parent_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("task.id"), nullable=True))
     position: str = Field(sa_column=sa.Column(PositionType, nullable=False))
     completed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))

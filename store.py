@@ -23,7 +23,7 @@ import sqlalchemy as sa
 import lists
 import tree
 from db import Connection, Database, Row
-from errors import ListNotFound, PreconditionFailed, TaskNotFound
+from errors import Conflict, ListNotFound, PreconditionFailed, TaskNotFound, ValidationFailed
 from etags import Precondition, task_etag
 from models import PRIORITIES, Task, TaskTag, UTCDateTime
 
@@ -85,9 +85,18 @@ async def insert_task(connection: Connection, user_id: str, fields: Changes) -> 
         "updated_at": now,
         "version": 1,
     }
-    task["id"] = await connection.fetch_value(INSERT_TASK, task)
+    with tree.references_checked(lambda: _reference_gone("parent_id" if task["parent_id"] else "list_id")):
+        task["id"] = await connection.fetch_value(INSERT_TASK, task)
     await _insert_tags(connection, task)
     return task
+
+
+def _reference_gone(field: str) -> ValidationFailed:
+    return ValidationFailed([{"field": field, "message": "was deleted a moment ago by another request"}])
+
+
+def _subtask_added() -> Conflict:
+    return Conflict("A subtask was added under this task while it was being deleted. Retry.")
 
 
 async def _new_place(connection: Connection, user_id: str, list_id: int | None, parent_id: int | None) -> Changes:
@@ -133,7 +142,8 @@ async def change_task(
         statement = _update_statement(tuple(sorted(values)), _completion(changes.get("completed")), _count(versions))
         params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **_numbered("if_match", versions)}
         params.update({f"new_{field}": value for field, value in values.items()})
-        written = await connection.fetch_all(statement, params)
+        with tree.references_checked(lambda: _reference_gone("parent_id" if move and move.parent_id else "list_id")):
+            written = await connection.fetch_all(statement, params)
         task = next((row for row in written if row["id"] == task_id), None)
         if task is None:
             await _explain_miss(connection, user_id, task_id)
@@ -172,10 +182,11 @@ async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precon
         raise TaskNotFound()
     versions = if_match.versions(task_id)
     params = {"task_id": task_id, "owner": user_id, **_numbered("if_match", versions)}
-    async with db.connect() as connection:  # task_tag rows go with them (ON DELETE CASCADE)
-        deleted = [row["id"] for row in await connection.fetch_all(_delete_statement(_count(versions)), params)]
-        if not deleted:
-            await _explain_miss(connection, user_id, task_id)
+    with tree.references_checked(_subtask_added):
+        async with db.connect() as connection:  # task_tag rows go with them (ON DELETE CASCADE)
+            deleted = [row["id"] for row in await connection.fetch_all(_delete_statement(_count(versions)), params)]
+            if not deleted:
+                await _explain_miss(connection, user_id, task_id)
     return deleted
 
 
@@ -372,10 +383,11 @@ async def delete_completed(db: Database, user_id: str, list_id: int | None = Non
     """The ids deleted: every completed task (of one list) and everything below it."""
     _check_ids(list_id, None)
     params = {"owner": user_id, "list_id": list_id}
-    async with db.connect() as connection:
-        deleted = [row["id"] for row in await connection.fetch_all(_delete_completed_statement(list_id is not None), params)]
-        if not deleted:
-            await _check_scope(connection, user_id, list_id, None)
+    with tree.references_checked(_subtask_added):
+        async with db.connect() as connection:
+            deleted = [row["id"] for row in await connection.fetch_all(_delete_completed_statement(list_id is not None), params)]
+            if not deleted:
+                await _check_scope(connection, user_id, list_id, None)
     return deleted
 
 

@@ -8,8 +8,13 @@ never renumbering the others; two moves into one gap at the same moment both lan
 Trees are at most MAX_DEPTH levels deep, so every recursive walk here is bounded.
 """
 import functools
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import psycopg
 
 import sqlalchemy as sa
 from fractional_indexing import generate_key_between
@@ -17,7 +22,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
 from db import Connection, Row
-from errors import Conflict, ValidationFailed
+from errors import ApiError, Conflict, ValidationFailed
 from models import POSITION_LENGTH, Task, TaskList
 
 task_table: sa.Table = Task.__table__
@@ -125,6 +130,25 @@ async def lock_structure(connection: Connection, user_id: str) -> None:
     writer (BEGIN IMMEDIATE) already orders them."""
     if connection.dialect == "postgresql":
         await connection.fetch_value(LOCK_STRUCTURE, {"lock_name": user_id})
+
+
+def _is_foreign_key_violation(error: BaseException) -> bool:
+    if isinstance(error, psycopg.errors.ForeignKeyViolation):
+        return True
+    return isinstance(error, sqlite3.IntegrityError) and "FOREIGN KEY" in str(error)
+
+
+@contextmanager
+def references_checked(error: Callable[[], ApiError]) -> Iterator[None]:
+    """A list or parent checked a moment ago was deleted by a concurrent request before this write
+    committed (or a subtask was added under a task being deleted): the database refuses the
+    reference; the client gets `error()` and a clean rollback, not a 500."""
+    try:
+        yield
+    except Exception as exc:
+        if _is_foreign_key_violation(exc):
+            raise error() from None
+        raise
 
 
 # ----------------------------------------------------------------------------- positions among siblings

@@ -69,7 +69,7 @@ def upgrade() -> None:
         batch.alter_column("list_id", existing_type=sa.Integer(), nullable=False)
         batch.alter_column("position", existing_type=PositionType, nullable=False)
         batch.create_foreign_key(op.f("fk_task_list_id_list"), "list", ["list_id"], ["id"])
-        batch.create_foreign_key(op.f("fk_task_parent_id_task"), "task", ["parent_id"], ["id"], ondelete="CASCADE")
+        batch.create_foreign_key(op.f("fk_task_parent_id_task"), "task", ["parent_id"], ["id"])
         batch.create_index("ix_task_list_id_parent_id_position", ["list_id", "parent_id", "position", "id"])
         batch.create_index("ix_task_parent_id_position", ["parent_id", "position", "id"])
 

@@ -13,8 +13,8 @@ What it does:
 3. Seeds --tasks tasks spread over --users users, plus one heavy user (`heavy_user`) with
    --heavy-tasks tasks, with COPY. Tags go both in `task.tags` (JSON, as the API returns them) and
    in `task_tag` (tag_key = tag.lower()), exactly as store.py writes them. Then ANALYZE.
-4. Runs the service's own statements: it calls `store.list_tasks` / `store.stats` /
-   `store.tag_counts` with filters and orders built by `routes.listing.ListQuery`, captures the SQL
+4. Runs the service's own statements: it calls `queries.list_tasks` / `queries.stats` /
+   `queries.tag_counts` with filters and orders built by `routes.listing.ListQuery`, captures the SQL
    and parameters they send to the driver (db.Connection._execute, wrapped), and runs
    `EXPLAIN (ANALYZE, BUFFERS)` on exactly that.
 5. Prints every plan, then one summary line per query: which indexes it used, and whether one of
@@ -45,7 +45,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import store  # noqa: E402
+import queries  # noqa: E402
 import db  # noqa: E402
 from config import DatabaseSettings, Settings  # noqa: E402
 from db import Database, upgrade_schema  # noqa: E402
@@ -174,7 +174,7 @@ class Case:
 
 def listing(user_id: str, **params: Any) -> Callable[[Database], Any]:
     query = ListQuery.model_validate(params)
-    return lambda db: store.list_tasks(
+    return lambda db: queries.list_tasks(
         db, query.to_filter(user_id), *query.ordering(), limit=query.limit, offset=query.offset
     )
 
@@ -192,8 +192,8 @@ def cases(light_user: str) -> list[Case]:
         Case("list: overdue=true", listing(HEAVY_USER, overdue=True)),
         Case("list: default, page 20 (offset 1900)", listing(HEAVY_USER, offset=1900)),
         Case("list: default (a user with 100 tasks)", listing(light_user, limit=20)),
-        Case("stats (heavy user)", lambda db: store.stats(db, HEAVY_USER)),
-        Case("tags (heavy user)", lambda db: store.tag_counts(db, HEAVY_USER)),
+        Case("stats (heavy user)", lambda db: queries.stats(db, HEAVY_USER)),
+        Case("tags (heavy user)", lambda db: queries.tag_counts(db, HEAVY_USER)),
     ]
 
 

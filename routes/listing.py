@@ -7,7 +7,7 @@ from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from schemas import Priority, UtcDateTime
-from store import TaskFilter
+from queries import TaskFilter
 
 SortField = Literal["created_at", "created", "updated_at", "due_date", "priority", "title", "position"]
 SORT_ALIASES = {"created": "created_at"}

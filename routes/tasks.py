@@ -4,11 +4,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 
 import idempotency
+import queries
 import store
 import tree
 from auth import CurrentUser
 from db import Database, DatabaseDep
 from errors import Forbidden, ValidationFailed
+from etags import Precondition, task_etag
 from responses import FastJSONResponse
 from routes.listing import ListQuery, link_header
 from schemas import (
@@ -77,7 +79,7 @@ async def require_path_user(
 
 def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None) -> Response:
     return FastJSONResponse(
-        store.public(task), status_code=status_code, headers={"ETag": store.etag_of(task), **(headers or {})}
+        store.public(task), status_code=status_code, headers={"ETag": task_etag(task), **(headers or {})}
     )
 
 
@@ -95,7 +97,7 @@ def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[st
     },
 )
 async def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[ListQuery, Query()]) -> Response:
-    tasks, total = await store.list_tasks(db, query.to_filter(user.user_id), *query.ordering(), query.limit, query.offset)
+    tasks, total = await queries.list_tasks(db, query.to_filter(user.user_id), *query.ordering(), query.limit, query.offset)
     headers = {"X-Total-Count": str(total)}
     links = link_header(request, query.offset, query.limit, total)
     if links:
@@ -131,7 +133,7 @@ async def create_task(
     task_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "task", fields, create)
     headers = {
         "Location": location.format(task_id),
-        "ETag": store.etag_of({"id": task_id, "version": 1}),
+        "ETag": task_etag({"id": task_id, "version": 1}),
         "Idempotent-Replayed": "true" if replayed else "false",
     }
     return Response(content, status_code=201, headers=headers, media_type="application/json")
@@ -164,7 +166,7 @@ async def delete_completed_tasks(
 
 @router.get("/tasks/stats", response_model=TaskStats, summary="Count your tasks (of one list, with list_id)", responses=LIST_NOT_FOUND)
 async def task_stats(user: CurrentUser, db: DatabaseDep, list_id: ListIdQuery = None) -> Response:
-    return FastJSONResponse(await store.stats(db, user.user_id, list_id))
+    return FastJSONResponse(await queries.stats(db, user.user_id, list_id))
 
 
 @router.get(
@@ -177,7 +179,7 @@ async def read_task(
     task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_none_match: IfNoneMatch = None
 ) -> Response:
     task = await store.get_task(db, user.user_id, task_id)
-    etag = store.etag_of(task)
+    etag = task_etag(task)
     if if_none_match and (if_none_match.strip() == "*" or etag in {tag.strip() for tag in if_none_match.split(",")}):
         return Response(status_code=304, headers={"ETag": etag})
     return task_response(task)
@@ -185,7 +187,7 @@ async def read_task(
 
 async def _update(db: Database, user: CurrentUser, task_id: int, body: TaskUpdate, if_match: str | None) -> Response:
     changes = body.model_dump(exclude_unset=True)
-    return task_response(await store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
+    return task_response(await store.modify_task(db, user.user_id, task_id, changes, Precondition(if_match)))
 
 
 UPDATE_DOC = {
@@ -219,7 +221,7 @@ async def patch_task(
     responses=WRITE_ERRORS,
 )
 async def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
-    await store.delete_task(db, user.user_id, task_id, store.Precondition(if_match))
+    await store.delete_task(db, user.user_id, task_id, Precondition(if_match))
     return Response(status_code=204)
 
 
@@ -231,7 +233,7 @@ async def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_ma
 )
 async def toggle_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
     changes = {"completed": store.FLIP}
-    return task_response(await store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
+    return task_response(await store.modify_task(db, user.user_id, task_id, changes, Precondition(if_match)))
 
 
 @router.patch(
@@ -249,7 +251,7 @@ async def complete_task(
     if_match: IfMatch = None,
 ) -> Response:
     changes = {"completed": body.completed if body is not None else store.FLIP}
-    return task_response(await store.modify_task(db, user.user_id, task_id, changes, store.Precondition(if_match)))
+    return task_response(await store.modify_task(db, user.user_id, task_id, changes, Precondition(if_match)))
 
 
 @router.post(
@@ -273,12 +275,12 @@ async def move_task(
 ) -> Response:
     spot = tree.Spot(body.after_id, body.before_id, body.to or "bottom")
     move = tree.Move(body.list_id, body.parent_id, "parent_id" in body.model_fields_set, spot)
-    return task_response(await store.move_task(db, user.user_id, task_id, move, store.Precondition(if_match)))
+    return task_response(await store.move_task(db, user.user_id, task_id, move, Precondition(if_match)))
 
 
 @router.get("/tags", response_model=list[TagCount], summary="Your tags with how many tasks carry each, most used first")
 async def list_tags(user: CurrentUser, db: DatabaseDep) -> Response:
-    return FastJSONResponse(await store.tag_counts(db, user.user_id))
+    return FastJSONResponse(await queries.tag_counts(db, user.user_id))
 
 
 @router.get("/me", response_model=Me, summary="Who the token says you are")

@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+import queries
 import store
 from conftest import TEST_SECRET, make_settings, mint_token
 from logs import JsonFormatter
@@ -366,7 +367,7 @@ def test_every_response_has_a_request_id(client, alice, bob, monkeypatch):
         "docs": client.get("/docs"),
         "openapi": client.get("/openapi.json"),
     }
-    monkeypatch.setattr(store, "list_tasks", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(queries, "list_tasks", lambda *a, **k: 1 / 0)
     responses["500"] = alice.get("/api/tasks")
     seen = set()
     for name, response in responses.items():
@@ -416,7 +417,7 @@ def test_crash_log_carries_the_request_id(alice, monkeypatch):
     handler.setFormatter(JsonFormatter())
     logging.getLogger().addHandler(handler)
     try:
-        monkeypatch.setattr(store, "list_tasks", lambda *a, **k: 1 / 0)
+        monkeypatch.setattr(queries, "list_tasks", lambda *a, **k: 1 / 0)
         response = alice.get("/api/tasks", headers={"X-Request-ID": "find-me-in-logs"})
     finally:
         logging.getLogger().removeHandler(handler)

@@ -93,7 +93,8 @@ def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[st
                 "X-Total-Count": {"description": "Tasks matching the filters, ignoring paging.", "schema": {"type": "integer"}},
                 "Link": {"description": 'RFC 8288 links with rel="next" / rel="prev" where they exist.', "schema": {"type": "string"}},
             }
-        }
+        },
+        404: _error("`list_id` names no list of yours (LIST_NOT_FOUND), or `parent_id` no task of yours (TASK_NOT_FOUND)."),
     },
 )
 async def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[ListQuery, Query()]) -> Response:

@@ -94,10 +94,13 @@ ROUTES = {
     ("/tasks", "get"), ("/tasks", "post"), ("/tasks", "delete"),
     ("/tasks/{}", "get"), ("/tasks/{}", "put"), ("/tasks/{}", "patch"), ("/tasks/{}", "delete"),
     ("/tasks/{}/toggle", "post"), ("/tasks/{}/complete", "patch"),
-    ("/tasks/stats", "get"), ("/tags", "get"), ("/me", "get"),
+    ("/tasks/stats", "get"), ("/tags", "get"), ("/me", "get"), ("/tasks/{}/move", "post"),
+    ("/lists", "get"), ("/lists", "post"), ("/lists/{}", "get"), ("/lists/{}", "put"), ("/lists/{}", "patch"),
+    ("/lists/{}", "delete"), ("/lists/{}/move", "post"),
 }
+SINGLE_LIST_WRITES = {("/lists/{}", "put"), ("/lists/{}", "patch"), ("/lists/{}", "delete"), ("/lists/{}/move", "post")}
 SINGLE_TASK_WRITES = {("/tasks/{}", "put"), ("/tasks/{}", "patch"), ("/tasks/{}", "delete"),
-                      ("/tasks/{}/toggle", "post"), ("/tasks/{}/complete", "patch")}
+                      ("/tasks/{}/toggle", "post"), ("/tasks/{}/complete", "patch"), ("/tasks/{}/move", "post")}
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +168,11 @@ def test_openapi_errors_use_error_body(openapi):
             assert response_schema_ref(operation, "403") == ref, (path, method)
         if route.startswith("/tasks/{}"):
             assert response_schema_ref(operation, "404") == ref, (path, method)
-        if (route, method) in SINGLE_TASK_WRITES:
+        if (route, method) in SINGLE_TASK_WRITES | SINGLE_LIST_WRITES:
             assert response_schema_ref(operation, "412") == ref, (path, method)
+        if route.startswith("/lists/{}"):
+            assert response_schema_ref(operation, "404") == ref, (path, method)
+            assert "LIST_NOT_FOUND" in operation["responses"]["404"]["description"], (path, method)
 
 
 def test_openapi_documents_headers_and_parameters(openapi):

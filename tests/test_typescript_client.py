@@ -84,7 +84,47 @@ export const query: ListQuery = {
 export const me: Me = { user_id: "user_2x9", email: null, name: null };
 export const stats: Stats = { total: 1, completed: 0, pending: 1, overdue: 0, by_priority: { low: 0, medium: 1, high: 0 } };
 
+// Lists, subtasks and manual order: a drag-and-drop frontend.
+type TaskListRow = components["schemas"]["ListPublic"];
+type Lists = paths["/api/lists"]["get"]["responses"][200]["content"]["application/json"];
+type NewList = paths["/api/lists"]["post"]["requestBody"]["content"]["application/json"];
+type ListChanges = paths["/api/lists/{list_id}"]["patch"]["requestBody"]["content"]["application/json"];
+type TaskMove = paths["/api/tasks/{task_id}/move"]["post"]["requestBody"]["content"]["application/json"];
+type ListMove = paths["/api/lists/{list_id}/move"]["post"]["requestBody"]["content"]["application/json"];
+type ListNotFound = paths["/api/lists/{list_id}"]["get"]["responses"][404]["content"]["application/json"];
+
+export const listLists = (token: string) => call<Lists>(token, "/api/lists");
+export const createList = (token: string, list: NewList) =>
+  call<TaskListRow>(token, "/api/lists", { method: "POST", body: JSON.stringify(list) });
+// A task dropped between two others: send the id of the one above it.
+export const dropBelow = (token: string, id: Task["id"], above: Task["id"]) =>
+  call<Task>(token, `/api/tasks/${id}/move`, { method: "POST", body: JSON.stringify({ after_id: above } satisfies TaskMove) });
+export function inboxOf(lists: Lists): TaskListRow | undefined {
+  return lists.find((list) => list.is_default && list.task_count >= list.completed_count);
+}
+export function placeOf(task: Task): string {
+  const parent: number | null = task.parent_id;
+  const list: number = task.list_id;
+  const position: string = task.position;
+  return `${list}/${parent ?? "top"}/${position}`;
+}
+export const groceries: NewList = { name: "Groceries", color: "#16a34a" };
+export const rename: ListChanges = { name: "Food" };
+export const toTop: ListMove = { to: "top" };
+export const underParent: TaskMove = { parent_id: 17, after_id: 12 };
+export const toTopLevel: TaskMove = { parent_id: null, list_id: 3, to: "bottom" };
+export const subtask: NewTask = { title: "Milk", parent_id: 17 };
+export const inList: NewTask = { title: "Milk", list_id: 3 };
+export const tree: ListQuery = { list_id: 3, sort: "position", parent_id: "none" };
+export const notFound = (error: ListNotFound) => error.error_code;
+
 // And the types refuse what the API refuses.
+// @ts-expect-error `to` is top or bottom
+export const badTo: TaskMove = { to: "middle" };
+// @ts-expect-error a list's name is required
+export const noName: NewList = { color: null };
+// @ts-expect-error list ids are numbers
+export const badListId: NewTask = { title: "x", list_id: "3" };
 // @ts-expect-error priority is one of low, medium, high
 export const badPriority: NewTask = { title: "x", priority: "urgent" };
 // @ts-expect-error title is required

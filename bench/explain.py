@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import queries  # noqa: E402
+import seed_lists  # noqa: E402  (bench/, beside this file)
 import db  # noqa: E402
 from config import DatabaseSettings, Settings  # noqa: E402
 from db import Database, upgrade_schema  # noqa: E402
@@ -61,7 +62,7 @@ WORDS = (
 TAGS = ["home", "work", "errands", "urgent", "finance", "health", "family", "travel", "school", "admin",
         "shopping", "garden", "car", "music", "reading", "sport", "Home", "Work", "Urgent"]
 TASK_COLUMNS = ("id", "user_id", "title", "description", "completed", "priority", "tags", "due_date",
-                "completed_at", "created_at", "updated_at", "version")
+                "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at", "version")
 TAG_COLUMNS = ("task_id", "tag_key", "user_id", "tag")
 
 
@@ -119,6 +120,11 @@ def seed(url: str, users: int, tasks: int, heavy_tasks: int) -> None:
     rows = [make_task(rng, user_ids[i % users]) for i in range(tasks)]
     rows += [make_task(rng, HEAVY_USER) for _ in range(heavy_tasks)]
     rows.sort(key=lambda row: row["created_at"])  # ids in creation order, users interleaved
+    lists = seed_lists.place(rows, NOW)  # each task in its user's default list, in created order
+    list_csv = io.StringIO()
+    list_writer = csv.writer(list_csv)
+    for row in lists:
+        list_writer.writerow([_csv_value(name, row[name]) for name in seed_lists.LIST_COLUMNS])
     task_csv, tag_csv = io.StringIO(), io.StringIO()
     task_writer, tag_writer = csv.writer(task_csv), csv.writer(tag_csv)
     tag_rows = 0
@@ -132,6 +138,9 @@ def seed(url: str, users: int, tasks: int, heavy_tasks: int) -> None:
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
+        list_csv.seek(0)
+        cursor.copy_expert(f"COPY list ({', '.join(seed_lists.LIST_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", list_csv)
+        cursor.execute("SELECT setval(pg_get_serial_sequence('list', 'id'), (SELECT max(id) FROM list))")
         task_csv.seek(0)
         cursor.copy_expert(f"COPY task ({', '.join(TASK_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", task_csv)
         tag_csv.seek(0)

@@ -39,6 +39,8 @@ import jwt
 import psycopg2
 from psycopg2.extensions import parse_dsn
 
+import seed_lists  # bench/, beside this file
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 LUA_DIR = BENCH_DIR / "lua"
@@ -46,8 +48,13 @@ RESULTS_DIR = BENCH_DIR / "results"
 VENV_BIN = Path(sys.executable).parent if (Path(sys.executable).parent / "uvicorn").exists() else REPO / ".venv" / "bin"
 
 OURS_DB, FLOOR_DB = "taskapi_bench", "floor_bench"
-BENCH_USER, WRITER_USER = "bench_user", "bench_writer"
+BENCH_USER, WRITER_USER, TREE_USER = "bench_user", "bench_writer", "bench_tree"
 SEED_USERS, TASKS_PER_USER, BENCH_TASKS = 1000, 20, 50
+# The tree user's list in manual order: 50 top-level tasks, 3 subtasks each, 2 below each of those
+# (50 + 150 + 300 = 500 tasks, 3 levels), rendered whole by one request.
+TREE_LIST_ID, TREE_SHAPE = 100_000, (50, 3, 2)
+TREE_TASKS = TREE_SHAPE[0] * (1 + TREE_SHAPE[1] * (1 + TREE_SHAPE[2]))
+LIST_TREE = f"?list_id={TREE_LIST_ID}&sort=position&limit=500"
 # Filter + search + a non-default sort; PATCH and toggle never touch tags or titles, so this
 # route's result (5 tasks) stays the same through the run.
 LIST_QUERY = "?tag=work&q=report&sort=due_date"
@@ -69,6 +76,8 @@ ROUTES = {
                    ours=("toggle.lua", "/api/tasks", "bench", True), floor=("create.lua", "/api/tasks", "writer", False)),
     "list_query": dict(label=f"GET /api/tasks{LIST_QUERY}  (floor: plain list)", target=None,
                        ours=("get.lua", "/api/tasks" + LIST_QUERY, "bench", False), floor=("get.lua", "/api/tasks", "bench", False)),
+    "list_tree": dict(label=f"GET /api/tasks{LIST_TREE}  ({TREE_TASKS} tasks, 3 levels; floor: plain list)", target=None,
+                      ours=("get.lua", "/api/tasks" + LIST_TREE, "tree", False), floor=("get.lua", "/api/tasks", "bench", False)),
 }
 
 WORDS = ["groceries", "invoice", "dentist", "garden", "meeting", "laundry", "taxes", "birthday", "car", "email",
@@ -308,7 +317,43 @@ def seed_rows() -> list[dict]:
             due_date=created + dt.timedelta(days=1 + i), completed_at=created + dt.timedelta(hours=2) if i % 4 == 0 else None,
             created_at=created, updated_at=created + dt.timedelta(hours=2) if i % 4 == 0 else created,
         ))
+    rows += tree_rows(rng, base, task_id)
     return rows
+
+
+def tree_rows(rng: random.Random, base: dt.datetime, last_id: int) -> list[dict]:
+    """The tree user's list (TREE_LIST_ID): TREE_SHAPE levels, parents before their subtasks."""
+    rows, task_id = [], last_id
+
+    def add(parent: int | None, depth: int, index: int) -> int:
+        nonlocal task_id
+        task_id += 1
+        created = base + dt.timedelta(days=40, seconds=task_id)
+        completed = rng.random() < 0.2
+        rows.append(dict(
+            id=task_id, user_id=TREE_USER, title=f"Step {index} at level {depth}", description=None,
+            completed=completed, priority=rng.choice(["low", "medium", "high"]), tags=[], due_date=None,
+            completed_at=created if completed else None, created_at=created, updated_at=created,
+            list_id=TREE_LIST_ID, parent_id=parent,
+        ))
+        return task_id
+
+    for i in range(TREE_SHAPE[0]):
+        top = add(None, 1, i)
+        for j in range(TREE_SHAPE[1]):
+            middle = add(top, 2, j)
+            for k in range(TREE_SHAPE[2]):
+                add(middle, 3, k)
+    return rows
+
+
+def list_rows(rows: list[dict]) -> list[dict]:
+    """Every user's default list and the tree list; sets list_id, parent_id and position on the rows."""
+    now = dt.datetime.now(dt.timezone.utc)
+    lists = seed_lists.place(rows, now)
+    tree_list = {**lists[0], "id": TREE_LIST_ID, "user_id": TREE_USER, "name": "Tree", "is_default": False, "position": "a1"}
+    tree_default = {**lists[0], "id": TREE_LIST_ID - 1, "user_id": TREE_USER}  # its Inbox, empty
+    return [*lists, tree_default, tree_list]
 
 
 def copy_rows(cur, table: str, columns: list[str], lines: list[str]) -> None:
@@ -317,22 +362,32 @@ def copy_rows(cur, table: str, columns: list[str], lines: list[str]) -> None:
 
 def seed_ours(dsn: str, rows: list[dict]) -> None:
     """Rows exactly as store.create_task writes them: version 1, tags as JSON, one task_tag row
-    per tag (tag_key = tag.lower())."""
+    per tag (tag_key = tag.lower()), each in its list at the end of its siblings (bench/seed_lists.py)."""
+    lists = list_rows(rows)
+    list_lines = ["\t".join([
+        str(r["id"]), r["user_id"], r["name"], "\\N", "t" if r["is_default"] else "f", r["position"],
+        iso(r["created_at"]), iso(r["updated_at"]), "1",
+    ]) + "\n" for r in lists]
     task_lines, tag_lines = [], []
     for r in rows:
         task_lines.append("\t".join([
             str(r["id"]), r["user_id"], r["title"], r["description"] or "\\N", "t" if r["completed"] else "f",
-            r["priority"], json.dumps(r["tags"]), iso(r["due_date"]), iso(r["completed_at"]),
+            r["priority"], json.dumps(r["tags"]), iso(r["due_date"]), str(r["list_id"]),
+            "\\N" if r["parent_id"] is None else str(r["parent_id"]), r["position"], iso(r["completed_at"]),
             iso(r["created_at"]), iso(r["updated_at"]), "1",
         ]) + "\n")
         for tag in r["tags"]:
             tag_lines.append(f"{r['id']}\t{tag.lower()}\t{r['user_id']}\t{tag}\n")
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
+        copy_rows(cur, "list", ["id", "user_id", "name", "color", "is_default", "position", "created_at", "updated_at",
+                                "version"], list_lines)
         copy_rows(cur, "task", ["id", "user_id", "title", "description", "completed", "priority", "tags", "due_date",
-                                "completed_at", "created_at", "updated_at", "version"], task_lines)
+                                "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
+                                "version"], task_lines)
         copy_rows(cur, "task_tag", ["task_id", "tag_key", "user_id", "tag"], tag_lines)
         cur.execute("SELECT setval(pg_get_serial_sequence('task', 'id'), (SELECT max(id) FROM task))")
+        cur.execute("SELECT setval(pg_get_serial_sequence('list', 'id'), (SELECT max(id) FROM list))")
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute("ANALYZE")
@@ -483,11 +538,12 @@ class Bench:
             recreate_database(self.admin_dsn, FLOOR_DB)
             seed_floor(self.floor_dsn, (self.floor_dir / "floor_schema.sql").read_text(), rows)
         tags = sum(len(r["tags"]) for r in rows)
-        log(f"seeded {len(rows):,} tasks ({SEED_USERS:,} users x {TASKS_PER_USER} + {BENCH_USER} x {BENCH_TASKS}), "
+        log(f"seeded {len(rows):,} tasks ({SEED_USERS:,} users x {TASKS_PER_USER} + {BENCH_USER} x {BENCH_TASKS} "
+            f"+ {TREE_USER} x {TREE_TASKS} in a tree), "
             f"{tags:,} tag rows, in {time.monotonic() - t0:.1f}s")
         self.tokens = {
-            "ours": {"bench": self.auth.ours(BENCH_USER), "writer": self.auth.ours(WRITER_USER)},
-            "floor": {"bench": self.auth.hs256(BENCH_USER), "writer": self.auth.hs256(WRITER_USER)},
+            "ours": {"bench": self.auth.ours(BENCH_USER), "writer": self.auth.ours(WRITER_USER), "tree": self.auth.ours(TREE_USER)},
+            "floor": {"bench": self.auth.hs256(BENCH_USER), "writer": self.auth.hs256(WRITER_USER), "tree": self.auth.hs256(TREE_USER)},
         }
 
     def ours_env(self) -> dict[str, str]:
@@ -547,6 +603,7 @@ class Bench:
         checks = [
             ("ours list", "GET", self.ours_base + "/api/tasks", o["bench"], None, 200, BENCH_TASKS),
             ("ours list_query", "GET", self.ours_base + "/api/tasks" + LIST_QUERY, o["bench"], None, 200, None),
+            ("ours list_tree", "GET", self.ours_base + "/api/tasks" + LIST_TREE, o["tree"], None, 200, TREE_TASKS),
             ("ours get_one", "GET", f"{self.ours_base}/api/tasks/{tid}", o["bench"], None, 200, None),
             ("ours update", "PATCH", f"{self.ours_base}/api/tasks/{tid}", o["bench"], {"description": "check"}, 200, None),
             ("ours toggle", "POST", f"{self.ours_base}/api/tasks/{tid}/toggle", o["bench"], None, 200, None),
@@ -838,7 +895,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per server and route before the rounds")
     p.add_argument("--routes", default=",".join(ROUTES), help="comma-separated subset of: " + ", ".join(ROUTES))
     p.add_argument("--memory-requests", type=int, default=100_000)
-    p.add_argument("--budget", type=float, default=285,
+    p.add_argument("--budget", type=float, default=315,
                    help="seconds for the whole run; the memory top-up stops when it is spent")
     p.add_argument("--no-memory", action="store_true", help="skip the memory check")
     p.add_argument("--memory-only", action="store_true", help="only the memory check (no floor, no rounds)")
@@ -918,8 +975,9 @@ def main(argv: list[str] | None = None) -> int:
             "floor_auth": "hs256", "workers": args.workers, "floor_workers": args.floor_workers,
             "connections": args.connections, "threads": args.threads, "duration": args.duration, "rounds": args.rounds,
             "rate_limit_per_minute": args.rate_limit, "cpus": os.cpu_count(), "git": git_state(),
-            "seed": {"users": SEED_USERS, "tasks_per_user": TASKS_PER_USER, "bench_tasks": BENCH_TASKS},
-            "list_query": LIST_QUERY}
+            "seed": {"users": SEED_USERS, "tasks_per_user": TASKS_PER_USER, "bench_tasks": BENCH_TASKS,
+                     "tree_tasks": TREE_TASKS},
+            "list_query": LIST_QUERY, "list_tree": LIST_TREE}
     document = {"meta": meta, "routes": routes, "memory": memory, "profile": profile}
     if routes is not None:
         document["pass"] = all(r["pass"] for r in routes.values()) and (memory is None or memory["pass"])

@@ -309,11 +309,9 @@ def _delete_statement(version_count: int | None) -> sa.Delete:
     t = task_table.c
     root = sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner"), *_version_matches(version_count))
     doomed = tree.subtree_of(root, "doomed")
-    return (
-        sa.delete(task_table)
-        .where(t.id.in_(sa.select(doomed.c.id)), t.user_id == sa.bindparam("owner"))
-        .returning(t.id)
-    )
+    # Ownership: the subtree starts at the owner's task. The ids alone let the database find the
+    # rows by primary key instead of walking all of the owner's tasks.
+    return sa.delete(task_table).where(t.id.in_(sa.select(doomed.c.id))).returning(t.id)
 
 
 def _now_never_backwards(now: sa.ColumnElement) -> sa.ColumnElement:
@@ -362,14 +360,15 @@ def _update_statement(fields: tuple[str, ...], completion: str | None, version_c
     values["version"] = t.version + 1
     owner = t.user_id == sa.bindparam("owner")  # not `user_id`: a column name
     where = sa.and_(is_task, *_version_matches(version_count))
-    if cascades:
-        where = sa.or_(where, _open_subtasks_of_a_completing_task(version_count))
+    if cascades:  # ownership: the subtree starts at the owner's task (and subtasks are their parent's owner's)
+        return sa.update(task_table).where(*_task_or_its_open_subtasks(where, version_count)).values(values).returning(*SELECTED_COLUMNS)
     return sa.update(task_table).where(owner, where).values(values).returning(*SELECTED_COLUMNS)
 
 
-def _open_subtasks_of_a_completing_task(version_count: int | None) -> sa.ColumnElement[bool]:
-    """The open tasks below `task_id`, when this statement completes it (it is open now, and
-    If-Match allows the write). Reopening completes nothing; completing a completed task neither."""
+def _task_or_its_open_subtasks(task_condition: sa.ColumnElement[bool], version_count: int | None) -> list[sa.ColumnElement[bool]]:
+    """The task (if `task_condition`), and the open tasks below it when this statement completes
+    it (it is open now, and If-Match allows the write). Reopening completes nothing; completing a
+    completed task neither. Rows are found through the subtree's ids (primary key lookups)."""
     t = task_table.c
     task = task_table.alias("completing")
     completes = (
@@ -377,8 +376,8 @@ def _open_subtasks_of_a_completing_task(version_count: int | None) -> sa.ColumnE
         .where(task.c.id == sa.bindparam("task_id"), task.c.user_id == sa.bindparam("owner"), task.c.completed.is_(False))
         .where(*_version_matches(version_count, task))
     )
-    below = tree.subtree_of(sa.and_(t.parent_id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "below")
-    return sa.and_(t.id.in_(sa.select(below.c.id)), t.completed.is_(False), completes)
+    family = tree.subtree_of(sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "family")
+    return [t.id.in_(sa.select(family.c.id)), sa.or_(task_condition, sa.and_(t.completed.is_(False), completes))]
 
 
 async def _insert_tags(connection: Connection, task: Any) -> None:

@@ -17,13 +17,12 @@ import tree
 from db import Connection, Database, Row
 from errors import Conflict, ListNotFound, PreconditionFailed, ValidationFailed
 from etags import Precondition, list_etag
-from models import Task, TaskList, UTCDateTime
+from models import MAX_ID, Task, TaskList, UTCDateTime
 
 list_table: sa.Table = TaskList.__table__
 task_table: sa.Table = Task.__table__
 DEFAULT_LIST_NAME = "Inbox"
 MAX_LISTS = 1000
-MAX_LIST_ID = 2**31 - 1
 
 _l, _t = list_table.c, task_table.c
 TASK_COUNT = sa.select(sa.func.count()).where(_t.list_id == _l.id).scalar_subquery()
@@ -118,13 +117,9 @@ async def get_list(db: Database, user_id: str, list_id: int) -> Row:
         return await _find_or_404(connection, user_id, list_id)
 
 
-async def owns_list(connection: Connection, user_id: str, list_id: int) -> bool:
-    return 1 <= list_id <= MAX_LIST_ID and await connection.fetch_value(tree.OWNED_LIST, {"list_id": list_id, "owner": user_id}) is not None
-
-
 async def _find_or_404(connection: Connection, user_id: str, list_id: int) -> Row:
     row = None
-    if 1 <= list_id <= MAX_LIST_ID:
+    if 1 <= list_id <= MAX_ID:
         row = await connection.fetch_one(FIND_LIST, {"list_id": list_id, "owner": user_id})
     if row is None:
         raise ListNotFound()
@@ -187,7 +182,7 @@ LIST_CHANGED = "The list changed since you read it (If-Match does not match its 
 
 async def modify_list(db: Database, user_id: str, list_id: int, changes: dict[str, Any], if_match: Precondition) -> Row:
     """Rename / recolour in one conditional UPDATE (412 if If-Match no longer matches), then read it."""
-    if not 1 <= list_id <= MAX_LIST_ID:
+    if not 1 <= list_id <= MAX_ID:
         raise ListNotFound()
     states = if_match.states(list_id, 3)
     statement = _update_statement(tuple(sorted(changes)), None if states is None else len(states))

@@ -21,6 +21,8 @@ TAG_KEY_LENGTH = 4 * TAG_LENGTH
 # Fractional-indexing keys (README, "Manual order"): 1,000 moves into one gap make a key of ~200
 # characters; this leaves room for ~5,000.
 POSITION_LENGTH = 1024
+# The largest id an Integer column holds: a larger one names nothing (and must not reach the database).
+MAX_ID = 2**31 - 1
 LIST_NAME_LENGTH = 100
 # Positions compare byte-wise: "C" on PostgreSQL (a locale would reorder them); SQLite's default
 # BINARY collation already does.

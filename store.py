@@ -24,7 +24,7 @@ import tree
 from db import Connection, Database, Row
 from errors import Conflict, ListNotFound, PreconditionFailed, TaskNotFound, ValidationFailed
 from etags import Precondition
-from models import Task, TaskTag, UTCDateTime
+from models import MAX_ID, Task, TaskTag, UTCDateTime
 
 task_table: sa.Table = Task.__table__
 tag_table: sa.Table = TaskTag.__table__
@@ -34,8 +34,6 @@ PUBLIC_COLUMNS = (
 )
 PUBLIC_SELECTED = [task_table.c[name] for name in PUBLIC_COLUMNS]
 SELECTED_COLUMNS = [*PUBLIC_SELECTED, task_table.c.version]
-# The largest id the `task.id` column can hold; a larger one cannot name a task.
-MAX_TASK_ID = 2**31 - 1
 # Not a client value: `completed` is flipped in SQL, from the row's own value.
 FLIP = object()
 
@@ -125,7 +123,7 @@ async def change_task(
     """One conditional UPDATE (404 or 412 if it matches no row; without If-Match the last write
     wins). Returns every task written, the task itself first: the open subtasks a completion
     completed (same statement), the subtasks that followed it into another list (same transaction)."""
-    if not 1 <= task_id <= MAX_TASK_ID:
+    if not 1 <= task_id <= MAX_ID:
         raise TaskNotFound()
     versions = if_match.versions(task_id)
     if move is None and ("list_id" in changes or "parent_id" in changes):
@@ -175,7 +173,7 @@ def _relist(task: Row) -> dict[str, Any]:
 
 async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precondition) -> list[int]:
     """Delete the task and its subtree (all levels) in one statement; the ids deleted."""
-    if not 1 <= task_id <= MAX_TASK_ID:
+    if not 1 <= task_id <= MAX_ID:
         raise TaskNotFound()
     versions = if_match.versions(task_id)
     params = {"task_id": task_id, "owner": user_id, **numbered("if_match", versions)}
@@ -189,15 +187,15 @@ async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precon
 
 def check_ids(list_id: int | None, parent_id: int | None) -> None:
     """Ids too large for the database name nothing (and must not reach it: an overflow is an error there)."""
-    if list_id is not None and not 1 <= list_id <= lists.MAX_LIST_ID:
+    if list_id is not None and not 1 <= list_id <= MAX_ID:
         raise ListNotFound()
-    if parent_id is not None and not 1 <= parent_id <= MAX_TASK_ID:
+    if parent_id is not None and not 1 <= parent_id <= MAX_ID:
         raise TaskNotFound()
 
 
 async def check_scope(connection: Connection, user_id: str, list_id: int | None, parent_id: int | None) -> None:
     """After an empty answer: was the list (or parent task) asked for someone else's, or missing?"""
-    if list_id is not None and not await lists.owns_list(connection, user_id, list_id):
+    if list_id is not None and not await tree.owns_list(connection, user_id, list_id):
         raise ListNotFound()
     if parent_id is not None and await _find(connection, user_id, parent_id) is None:
         raise TaskNotFound("Task not found (the parent_id of this listing)")
@@ -255,7 +253,7 @@ def _insert_tags_statement(count: int) -> sa.Insert:
 
 
 async def _find(connection: Connection, user_id: str, task_id: int) -> dict[str, Any] | None:
-    if not 1 <= task_id <= MAX_TASK_ID:
+    if not 1 <= task_id <= MAX_ID:
         return None
     return await connection.fetch_one(FIND_TASK, {"task_id": task_id, "user_id": user_id})
 

@@ -23,7 +23,7 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from db import Connection, Row
 from errors import ApiError, Conflict, ValidationFailed
-from models import POSITION_LENGTH, Task, TaskList
+from models import MAX_ID, POSITION_LENGTH, Task, TaskList
 
 task_table: sa.Table = Task.__table__
 list_table: sa.Table = TaskList.__table__
@@ -231,9 +231,6 @@ async def _reference(connection: Connection, kind: SiblingKind, scope: dict[str,
     return position
 
 
-MAX_ID = 2**31 - 1
-
-
 def sibling_scope(user_id: str, moving: int, list_id: int | None = None, parent_id: int | None = None) -> tuple[SiblingKind, dict[str, Any]]:
     """The kind and bind values of a task's sibling group (a list's, when list_id is None)."""
     scope: dict[str, Any] = {"owner": user_id, "moving": moving}
@@ -276,9 +273,13 @@ class Destination:
     parent_id: int | None
 
 
+async def owns_list(connection: Connection, user_id: str, list_id: int) -> bool:
+    return 1 <= list_id <= MAX_ID and await connection.fetch_value(OWNED_LIST, {"list_id": list_id, "owner": user_id}) is not None
+
+
 async def check_list(connection: Connection, user_id: str, list_id: int) -> None:
     """A list_id in a body: one of the caller's lists, or a 422 naming it."""
-    if not (1 <= list_id <= MAX_ID and await connection.fetch_value(OWNED_LIST, {"list_id": list_id, "owner": user_id})):
+    if not await owns_list(connection, user_id, list_id):
         raise ValidationFailed([{"field": "list_id", "message": f"list {list_id} is not one of your lists"}])
 
 

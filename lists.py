@@ -6,6 +6,7 @@ use by an insert that a unique partial index makes race-free (ON CONFLICT DO NOT
 and never deleted, so its id is cached per process for good.
 """
 import functools
+import weakref
 from datetime import datetime, timezone
 from typing import Any
 
@@ -46,8 +47,16 @@ INSERT_LIST = sa.insert(list_table).values({name: sa.bindparam(name) for name in
 DELETE_LIST_TASKS = sa.delete(task_table).where(_t.list_id == sa.bindparam("list_id"), _t.user_id == sa.bindparam("owner")).returning(_t.id)
 DELETE_LIST = sa.delete(list_table).where(*OWNED)
 
-# The one place that knows each user's default list id (a process-wide cache: it is never deleted).
-_default_list_ids: dict[str, int] = {}
+# The one place that knows each user's default list id: cached per database (an app has one; tests
+# run several in one process), for as long as the process lives, since a default list is never deleted.
+_default_list_ids: "weakref.WeakKeyDictionary[Database, dict[str, int]]" = weakref.WeakKeyDictionary()
+
+
+def _cache(database: Database) -> dict[str, int]:
+    cache = _default_list_ids.get(database)
+    if cache is None:
+        cache = _default_list_ids[database] = {}
+    return cache
 
 
 def utc_now() -> datetime:
@@ -82,24 +91,25 @@ def _new_list(user_id: str, name: str, color: str | None, position: str, is_defa
 async def default_list_id(connection: Connection, user_id: str) -> int:
     """The caller's default list, created on first use. Cached once seen committed: after that, no
     database work at all for it in this process."""
-    cached = _default_list_ids.get(user_id)
+    cache = _cache(connection.database)
+    cached = cache.get(user_id)
     if cached is not None:
         return cached
     list_id = await connection.fetch_value(FIND_DEFAULT, {"owner": user_id})
     if list_id is not None:
-        _default_list_ids[user_id] = list_id
+        cache[user_id] = list_id
         return list_id
     row = _new_list(user_id, DEFAULT_LIST_NAME, None, generate_key_between(None, None), is_default=True)
     # Not cached: the caller's transaction may still roll this insert back. The next call finds it.
     list_id = await connection.fetch_value(INSERT_DEFAULT[connection.dialect], row)
     if list_id is None:  # another request created (and committed) it a moment ago
         list_id = await connection.fetch_value(FIND_DEFAULT, {"owner": user_id})
-        _default_list_ids[user_id] = list_id
+        cache[user_id] = list_id
     return list_id
 
 
 async def ensure_default_list(db: Database, user_id: str) -> int:
-    if (cached := _default_list_ids.get(user_id)) is not None:
+    if (cached := _cache(db).get(user_id)) is not None:
         return cached
     async with db.connect() as connection:
         return await default_list_id(connection, user_id)

@@ -323,6 +323,24 @@ def test_one_idempotency_key_cannot_create_a_task_and_a_list(alice):
     assert [row["name"] for row in alice.get("/api/lists").json()] == ["Inbox"]
 
 
+def test_the_default_list_cache_is_per_database(scratch_database):
+    """One process, two databases (as in tests, or two apps): each has its own default lists."""
+    from fastapi.testclient import TestClient
+
+    from conftest import make_settings, mint_token
+    from main import create_app
+
+    headers = {"Authorization": f"Bearer {mint_token('cache_user')}"}
+    for _ in range(2):
+        with TestClient(create_app(make_settings(scratch_database("sqlite")))) as client:
+            client.post("/api/lists", json={"name": "shifts the ids"}, headers=headers)
+            task = client.post("/api/tasks", json={"title": "x"}, headers=headers)
+            assert task.status_code == 201, task.text
+            inbox = client.get("/api/lists", headers=headers).json()[0]
+            assert inbox["is_default"] and inbox["name"] == "Inbox"
+            assert task.json()["list_id"] == inbox["id"] and inbox["task_count"] == 1
+
+
 def test_the_default_list_is_created_once_by_concurrent_first_uses(database_url, sql_engine):
     """Two first requests at once (two processes' caches both empty) make one default list."""
     import asyncio
@@ -337,9 +355,8 @@ def test_the_default_list_is_created_once_by_concurrent_first_uses(database_url,
         for database in databases:
             await database.open()
         try:
-            list_store._default_list_ids.pop(user_id, None)
             ids = await asyncio.gather(*(list_store.ensure_default_list(database, user_id) for database in databases))
-            list_store._default_list_ids.pop(user_id, None)
+            list_store._cache(databases[0]).clear()
             again = await list_store.ensure_default_list(databases[0], user_id)
             return ids, again
         finally:

@@ -56,6 +56,8 @@ class Settings(DatabaseSettings):
     redis_url: str | None = None
 
     # Connections per worker process. Requests beyond it wait (at most db_pool_timeout_seconds).
+    # How often each worker looks for reminders to fire (§9: within 60 s); 0 turns the loop off.
+    reminder_poll_seconds: float = Field(15.0, ge=0, le=50)
     db_pool_size: int = Field(10, ge=1)
     db_pool_timeout_seconds: float = Field(3.0, gt=0)
     db_connect_timeout_seconds: int = Field(3, ge=1)

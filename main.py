@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from auth import TokenVerifier
 import metrics
+import reminders
 from config import Settings
 from db import Database, DatabaseUnavailable
 from errors import ApiError, InvalidJson, MethodNotAllowed, NotFound, ServiceUnavailable, ValidationFailed, error_response
@@ -31,6 +32,8 @@ from ratelimit import RateLimitMiddleware, RedisCounter
 from responses import FastJSONResponse
 from routes import health, lists, tasks
 from routes import metrics as metrics_route
+from routes import reminders as reminder_routes
+from routes import settings as settings_routes
 from schemas import ErrorBody
 
 log = logging.getLogger("task_api")
@@ -78,11 +81,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verifier: TokenVerifier = app.state.token_verifier
         if verifier.jwks is not None:  # warm the key cache; failure is logged, not fatal
             threading.Thread(target=verifier.jwks.refresh, kwargs={"wait": True}, daemon=True).start()
-        pool_sampler = asyncio.get_running_loop().create_task(metrics.sample_pool_forever(app.state.database))
+        background = [asyncio.get_running_loop().create_task(metrics.sample_pool_forever(app.state.database))]
+        if settings.reminder_poll_seconds > 0:
+            background.append(
+                asyncio.get_running_loop().create_task(
+                    reminders.fire_reminders_forever(app.state.database, settings.reminder_poll_seconds)
+                )
+            )
         yield
-        pool_sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pool_sampler
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         metrics.worker_stopped()
         await app.state.database.close()
         if app.state.shared_rate_counter is not None:
@@ -104,7 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
 
     forbidden = {403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}}
-    for router, tag in ((tasks.router, "tasks"), (lists.router, "lists")):
+    for router, tag in ((tasks.router, "tasks"), (lists.router, "lists"), (settings_routes.router, "settings"),
+                        (reminder_routes.router, "reminders")):
         app.include_router(router, prefix="/api", tags=[tag], responses=COMMON_ERRORS)
         app.include_router(
             router,

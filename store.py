@@ -19,7 +19,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import dates
 import lists
+import reminders
+import scheduling
 import tree
 from db import Connection, Database, Row
 from errors import Conflict, ListNotFound, PreconditionFailed, TaskNotFound, ValidationFailed
@@ -30,10 +33,13 @@ task_table: sa.Table = Task.__table__
 tag_table: sa.Table = TaskTag.__table__
 PUBLIC_COLUMNS = (
     "id", "user_id", "title", "description", "completed", "priority", "tags",
-    "due_date", "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
+    "due_date", "time_zone", "recurrence", "reminders", "next_occurrence_id",
+    "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
 )
-PUBLIC_SELECTED = [task_table.c[name] for name in PUBLIC_COLUMNS]
-SELECTED_COLUMNS = [*PUBLIC_SELECTED, task_table.c.version]
+# `all_day` is read with every task: when set, it is what the task shows as `due_date` (§9).
+PUBLIC_SELECTED = [task_table.c[name] for name in (*PUBLIC_COLUMNS, "all_day")]
+SERIES_COLUMNS = [task_table.c.series_start, task_table.c.series_index]
+SELECTED_COLUMNS = [*PUBLIC_SELECTED, *SERIES_COLUMNS, task_table.c.version]
 # Not a client value: `completed` is flipped in SQL, from the row's own value.
 FLIP = object()
 
@@ -43,7 +49,9 @@ Changes = dict[str, Any]
 
 
 def public(task: dict[str, Any]) -> dict[str, Any]:
-    return {name: task[name] for name in PUBLIC_COLUMNS}
+    shown = {name: task[name] for name in PUBLIC_COLUMNS}
+    shown["due_date"] = dates.due_value(task)
+    return shown
 
 
 def utc_now() -> datetime:
@@ -58,14 +66,28 @@ async def get_task(db: Database, user_id: str, task_id: int) -> dict[str, Any]:
     return task
 
 
+async def task_occurrences(db: Database, user_id: str, task_id: int, count: int) -> list[Any]:
+    async with db.connect() as connection:
+        task = await _find(connection, user_id, task_id)
+        if task is None:
+            raise TaskNotFound()
+        zone_name = await scheduling.zone_name_of(connection, user_id, task["time_zone"], to_write=False)
+    return scheduling.preview(task, zone_name, count)
+
+
 async def create_task(db: Database, user_id: str, fields: Changes) -> dict[str, Any]:
-    async with db.transaction() if fields.get("tags") else db.connect() as connection:
+    one_statement = not fields.get("tags") and not scheduling.needs_transaction(fields)
+    async with db.connect() if one_statement else db.transaction() as connection:
         return await insert_task(connection, user_id, fields)
 
 
 async def insert_task(connection: Connection, user_id: str, fields: Changes) -> dict[str, Any]:
     """The INSERTs of a new task, at the end of its siblings, in the caller's connection or transaction."""
     fields = {**fields, **await _new_place(connection, user_id, fields.get("list_id"), fields.get("parent_id"))}
+    return await _insert_row(connection, user_id, {**fields, **await scheduling.dated_columns(connection, user_id, None, fields)})
+
+
+async def _insert_row(connection: Connection, user_id: str, columns: Changes) -> dict[str, Any]:
     now = utc_now()
     task = {
         "user_id": user_id,
@@ -73,9 +95,11 @@ async def insert_task(connection: Connection, user_id: str, fields: Changes) -> 
         "completed": False,
         "priority": "medium",
         "tags": [],
-        "due_date": None,
-        **fields,
-        "completed_at": now if fields.get("completed") else None,
+        **{name: None for name in scheduling.DATED_COLUMNS},
+        "reminders": [],
+        "next_occurrence_id": None,
+        **columns,
+        "completed_at": now if columns.get("completed") else None,
         "created_at": now,
         "updated_at": now,
         "version": 1,
@@ -83,6 +107,8 @@ async def insert_task(connection: Connection, user_id: str, fields: Changes) -> 
     with tree.references_checked(lambda: _reference_gone("parent_id" if task["parent_id"] else "list_id")):
         task["id"] = await connection.fetch_value(INSERT_TASK, task)
     await _insert_tags(connection, task)
+    if task["reminders"]:
+        await reminders.replace_rows(connection, task)
     return task
 
 
@@ -129,12 +155,18 @@ async def change_task(
     if move is None and ("list_id" in changes or "parent_id" in changes):
         move = tree.Move(changes.get("list_id"), changes.get("parent_id"), "parent_id" in changes, explicit=False)
     values = {field: value for field, value in changes.items() if value is not FLIP and field not in ("list_id", "parent_id")}
+    completion = _completion(changes.get("completed"))
+    dated = not scheduling.DATED_FIELDS.isdisjoint(values)
+    # A completion may continue a recurring series (§9), in the same transaction.
+    completing = completion in ("set", "flip")
     relisted = False
-    async with db.transaction() if "tags" in changes or move else db.connect() as connection:
+    async with db.transaction() if "tags" in changes or move or dated or completing else db.connect() as connection:
+        if dated:
+            values = await _with_dated_columns(connection, user_id, task_id, values)
         if move is not None:
             place, relisted = await _place_of_move(connection, user_id, task_id, move)
             values.update(place)
-        statement = _update_statement(tuple(sorted(values)), _completion(changes.get("completed")), _count(versions))
+        statement = _update_statement(tuple(sorted(values)), completion, _count(versions))
         params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **numbered("if_match", versions)}
         params.update({f"new_{field}": value for field, value in values.items()})
         with tree.references_checked(lambda: _reference_gone("parent_id" if move and move.parent_id else "list_id")):
@@ -146,9 +178,52 @@ async def change_task(
         if "tags" in changes:
             await connection.execute(DELETE_TAGS, {"task_id": task_id})
             await _insert_tags(connection, task)
+        if dated:
+            await reminders.replace_rows(connection, task)
         if relisted:
             others += await connection.fetch_all(RELIST_SUBTREE, {"task_id": task_id, "owner": user_id, **_relist(task)})
+        if completing:
+            task, others, created = await _continue_series(connection, task, others, params["now"])
+            others += created
     return [task, *others]
+
+
+async def _with_dated_columns(connection: Connection, user_id: str, task_id: int, values: Changes) -> Changes:
+    """`values` with the dated fields replaced by the columns they make (read from the row, locked)."""
+    current = await connection.fetch_one(FIND_TASK_FOR_UPDATE, {"task_id": task_id, "user_id": user_id})
+    if current is None:
+        raise TaskNotFound()
+    kept = {field: value for field, value in values.items() if field not in scheduling.DATED_FIELDS}
+    return {**kept, **await scheduling.dated_columns(connection, user_id, current, values)}
+
+
+async def _continue_series(
+    connection: Connection, task: Row, others: list[Row], now: datetime
+) -> tuple[Row, list[Row], list[Row]]:
+    """Every recurring task this write completed (the task, or its subtasks in a cascade) gets its
+    next occurrence: (task, others, the occurrences created)."""
+    created = []
+    written = [task, *others]
+    for index, row in enumerate(written):
+        if row["completed"] and row["completed_at"] == now:  # completed by this write, not before
+            written[index], following = await continue_series(connection, row)
+            if following is not None:
+                created.append(following)
+    return written[0], written[1:], created
+
+
+async def continue_series(connection: Connection, task: Row) -> tuple[Row, Row | None]:
+    """After `task` was completed: if it recurs and has no next occurrence yet, create it right
+    after it (same list and parent) and link it, in the caller's transaction."""
+    following = await scheduling.next_occurrence(connection, task)
+    if following is None:
+        return task, None
+    kind, scope = tree.sibling_scope(task["user_id"], 0, task["list_id"], task["parent_id"])
+    position = await tree.position_at(connection, kind, scope, tree.Spot(after_id=task["id"]))
+    place = {"list_id": task["list_id"], "parent_id": task["parent_id"], "position": position}
+    created = await _insert_row(connection, task["user_id"], {**following, **place})
+    await connection.execute(LINK_NEXT_OCCURRENCE, {"task_id": task["id"], "next_id": created["id"]})
+    return {**task, "next_occurrence_id": created["id"]}, created
 
 
 async def _place_of_move(connection: Connection, user_id: str, task_id: int, move: tree.Move) -> tuple[Changes, bool]:
@@ -233,9 +308,16 @@ async def delete_completed(db: Database, user_id: str, list_id: int | None = Non
 FIND_TASK = sa.select(*SELECTED_COLUMNS).where(
     task_table.c.id == sa.bindparam("task_id"), task_table.c.user_id == sa.bindparam("user_id")
 )
+FIND_TASK_FOR_UPDATE = FIND_TASK.with_for_update()  # SQLite: no clause; BEGIN IMMEDIATE already serialises
+LINK_NEXT_OCCURRENCE = (
+    sa.update(task_table)
+    .where(task_table.c.id == sa.bindparam("task_id"), task_table.c.next_occurrence_id.is_(None))
+    .values(next_occurrence_id=sa.bindparam("next_id"))
+)
 
 
-INSERTED_COLUMNS = (*PUBLIC_COLUMNS[1:], "version")  # all but the id, which the database assigns
+# All but the id, which the database assigns.
+INSERTED_COLUMNS = (*PUBLIC_COLUMNS[1:], "all_day", "series_start", "series_index", "version")
 INSERT_TASK = (
     sa.insert(task_table).values({name: sa.bindparam(name) for name in INSERTED_COLUMNS}).returning(task_table.c.id)
 )

@@ -5,7 +5,9 @@ RETURNING` is both the ownership check and the compare-and-set of If-Match, atom
 databases (PostgreSQL locks the row and re-checks the WHERE after a concurrent commit; SQLite
 runs one writer at a time). Completing a task completes its open subtasks in the same statement;
 deleting one deletes its subtree in the same statement. A change of tags (the task_tag rows) and a
-move (tree.py decides where to) run in a transaction.
+move (tree.py decides where to) run in a transaction. So do a change of a dated field (§9: the row is
+read first, scheduling.py derives the columns) and a completion, which may continue a recurring
+series (the next occurrence is created in the same transaction).
 
 Every write returns every task it wrote (`change_task`, `delete_task`, `delete_completed`): the one
 place per kind of change where a hook for each changed task goes.

@@ -68,9 +68,9 @@ class TaskFilter:
             self.due_before is not None,
             self.due_after is not None,
             self.overdue,
+            self.due_on is not None,
             self.list_id is not None,
             "top" if self.top_level_only else self.parent_id is not None,
-            self.due_on is not None,
         )
 
     def parameters(self) -> dict[str, Any]:
@@ -97,7 +97,7 @@ class TaskFilter:
 
 @functools.lru_cache(maxsize=512)
 def _conditions(shape: tuple[Any, ...]) -> tuple[sa.ColumnElement[bool], ...]:
-    has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue, has_list, parent, has_due_on = shape
+    has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue, has_due_on, has_list, parent = shape
     t = task_table.c
     conditions = [t.user_id == sa.bindparam("owner")]
     if has_list:

@@ -159,10 +159,15 @@ async def change_task(
     values = {field: value for field, value in changes.items() if value is not FLIP and field not in ("list_id", "parent_id")}
     completion = _completion(changes.get("completed"))
     dated = not scheduling.DATED_FIELDS.isdisjoint(values)
-    # A completion may continue a recurring series (§9), in the same transaction.
     completing = completion in ("set", "flip")
+    several_statements = "tags" in changes or move or dated
+    if completing and not several_statements:
+        # One statement when nothing it completes recurs; else the transaction below (§9).
+        written = await _complete_unless_recurring(db, user_id, task_id, values, completion, versions)
+        if written:
+            return written
     relisted = False
-    async with db.transaction() if "tags" in changes or move or dated or completing else db.connect() as connection:
+    async with db.transaction() if several_statements or completing else db.connect() as connection:
         if dated:
             values = await _with_dated_columns(connection, user_id, task_id, values)
         if move is not None:
@@ -188,6 +193,20 @@ async def change_task(
             task, others, created = await _continue_series(connection, task, others, params["now"])
             others += created
     return [task, *others]
+
+
+async def _complete_unless_recurring(
+    db: Database, user_id: str, task_id: int, values: Changes, completion: str, versions: list[int] | None
+) -> list[Row]:
+    """The completion as one statement that writes nothing when a task it would complete recurs
+    (or when it matches no row: the caller's transaction then tells 404 from 412)."""
+    statement = _update_statement(tuple(sorted(values)), completion, _count(versions), unless_recurring=True)
+    params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **numbered("if_match", versions)}
+    params.update({f"new_{field}": value for field, value in values.items()})
+    async with db.connect() as connection:
+        written = await connection.fetch_all(statement, params)
+    task = next((row for row in written if row["id"] == task_id), None)
+    return [task, *(row for row in written if row["id"] != task_id)] if task is not None else []
 
 
 async def _with_dated_columns(connection: Connection, user_id: str, task_id: int, values: Changes) -> Changes:
@@ -417,7 +436,9 @@ RELIST_SUBTREE = (
 
 
 @functools.lru_cache(maxsize=256)
-def _update_statement(fields: tuple[str, ...], completion: str | None, version_count: int | None) -> sa.Update:
+def _update_statement(
+    fields: tuple[str, ...], completion: str | None, version_count: int | None, unless_recurring: bool = False
+) -> sa.Update:
     """The UPDATE for one shape of change, built once (the values come as parameters): the client's
     fields plus what the server owns (completed_at, updated_at, version), written as expressions
     of the row's current values, so no read is needed first. A change that completes the task
@@ -443,7 +464,10 @@ def _update_statement(fields: tuple[str, ...], completion: str | None, version_c
     owner = t.user_id == sa.bindparam("owner")  # not `user_id`: a column name
     where = sa.and_(is_task, *_version_matches(version_count))
     if cascades:  # ownership: the subtree starts at the owner's task (and subtasks are their parent's owner's)
-        return sa.update(task_table).where(*_task_or_its_open_subtasks(where, version_count)).values(values).returning(*SELECTED_COLUMNS)
+        conditions = _task_or_its_open_subtasks(where, version_count)
+        if unless_recurring:
+            conditions.append(sa.not_(_open_recurring_in_family()))
+        return sa.update(task_table).where(*conditions).values(values).returning(*SELECTED_COLUMNS)
     return sa.update(task_table).where(owner, where).values(values).returning(*SELECTED_COLUMNS)
 
 
@@ -460,6 +484,17 @@ def _task_or_its_open_subtasks(task_condition: sa.ColumnElement[bool], version_c
     )
     family = tree.subtree_of(sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "family")
     return [t.id.in_(sa.select(family.c.id)), sa.or_(task_condition, sa.and_(t.completed.is_(False), completes))]
+
+
+def _open_recurring_in_family() -> sa.ColumnElement[bool]:
+    """An open recurring task among the task and its subtasks (completing it continues its series)."""
+    t = task_table.c
+    family = tree.subtree_of(sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "recurring_family")
+    member = task_table.alias("member")
+    return (
+        sa.exists()
+        .where(member.c.id.in_(sa.select(family.c.id)), member.c.recurrence.is_not(None), member.c.completed.is_(False))
+    )
 
 
 async def _insert_tags(connection: Connection, task: Any) -> None:

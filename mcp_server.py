@@ -64,7 +64,8 @@ def tool_error(error: ApiError) -> CallToolResult:
     body = error.body()
     if "Retry-After" in error.headers:  # the agent sees no headers
         body["retry_after_seconds"] = int(error.headers["Retry-After"])
-    return CallToolResult(content=[TextContent(type="text", text=to_json(body).decode())], structured_content=body, is_error=True)
+    text = to_json(body).decode()
+    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=body, is_error=True)
 
 
 def tool_success(result: dict[str, Any]) -> CallToolResult:
@@ -119,7 +120,8 @@ class McpEndpoint:
             return await challenge.to_response()(scope, receive, send)
         state["principal"], state["user_id"] = principal, principal.user_id  # user_id: the access log
         if self._sessions is None:
-            return await ServiceUnavailable("The MCP server is starting or stopping; retry.").to_response()(scope, receive, send)
+            stopped = ServiceUnavailable("The MCP server is starting or stopping; retry.")
+            return await stopped.to_response()(scope, receive, send)
         await self._sessions.handle_request(scope, receive, send)
 
     async def _list_tools(self, _ctx: Any, _params: PaginatedRequestParams | None) -> ListToolsResult:

@@ -150,7 +150,8 @@ TOOLS = {
         ),
         TaskTool(
             "delete_task",
-            "Delete a task for good. Returns {task_id, status: 'deleted', title, task} (the task as it was)." + ONE_TASK,
+            "Delete a task for good. Returns {task_id, status: 'deleted', title, task} (the task as it was)."
+            + ONE_TASK,
             TaskRef, delete_task, DESTRUCTIVE,
         ),
         TaskTool(

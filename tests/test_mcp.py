@@ -368,7 +368,8 @@ def test_over_the_rate_limit_a_tool_call_is_a_rate_limited_tool_error(database_u
             return created, None
 
         created, limited = anyio.run(agent._in_session, call_until_limited)
-        initialize = httpx.post(live.url + "/mcp", json=initialize_body(), headers={**MCP_HEADERS, **agent.rest.headers})
+        headers = {**MCP_HEADERS, **agent.rest.headers}
+        initialize = httpx.post(live.url + "/mcp", json=initialize_body(), headers=headers)
     assert limited is not None and limited.structured_content["error_code"] == "RATE_LIMITED"
     assert limited.structured_content["retry_after_seconds"] >= 1
     with sql_engine.connect() as connection:

@@ -1,4 +1,5 @@
 """The error body every layer answers with, and the typed errors raised from anywhere."""
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -108,6 +109,18 @@ class ServiceUnavailable(ApiError):
 
 class InternalError(ApiError):
     pass
+
+
+DATABASE_RETRY_AFTER_SECONDS = "5"
+
+
+def database_unavailable(exc: BaseException) -> ServiceUnavailable:
+    """A database outage as the REST routes and the MCP tools both answer it, logged (without SQL)."""
+    cause = exc.__cause__ or exc
+    logging.getLogger("task_api").warning(
+        "database unavailable", extra={"reason": str(exc), "error_type": type(cause).__name__}
+    )
+    return ServiceUnavailable(headers={"Retry-After": DATABASE_RETRY_AFTER_SECONDS})
 
 
 def utc_timestamp() -> str:

@@ -2,7 +2,6 @@
 import asyncio
 import contextlib
 import gc
-import logging
 import threading
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,8 +22,8 @@ from errors import (
     InvalidJson,
     MethodNotAllowed,
     NotFound,
-    ServiceUnavailable,
     ValidationFailed,
+    database_unavailable,
     error_response,
     field_error,
 )
@@ -43,8 +42,6 @@ from routes import health, lists, tasks
 from routes import metrics as metrics_route
 from schemas import ErrorBody
 
-log = logging.getLogger("task_api")
-
 API_DESCRIPTION = """
 A multi-user task API for Next.js + Better Auth frontends.
 
@@ -60,7 +57,6 @@ Every error is JSON: `{"detail", "error_code", "timestamp"}`, plus `errors: [{fi
 same bearer token and the same rules: its tools (`add_task`, `list_tasks`, ...) and their input
 schemas are listed by the MCP `tools/list` call, not here; see the README.
 """
-RETRY_AFTER_SECONDS = "5"
 # The Mcp-* headers: browser-based MCP clients (the MCP Inspector) send them to /mcp.
 CORS_HEADERS = [
     "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key", "X-Request-ID",
@@ -199,10 +195,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         return ValidationFailed([field_error(error) for error in errors]).to_response()
 
     @app.exception_handler(DatabaseUnavailable)
-    async def database_unavailable(_request: Request, exc: Exception) -> Response:
-        cause = exc.__cause__ or exc
-        log.warning("database unavailable", extra={"reason": str(exc), "error_type": type(cause).__name__})
-        return ServiceUnavailable(headers={"Retry-After": RETRY_AFTER_SECONDS}).to_response()
+    async def database_down(_request: Request, exc: Exception) -> Response:
+        return database_unavailable(exc).to_response()
 
 
 app = create_app()

@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 from auth import TokenVerifier, authenticate
 from config import Settings
 from db import Database, DatabaseUnavailable
-from errors import ApiError, InternalError, NotFound, ServiceUnavailable, Unauthorized
+from errors import ApiError, InternalError, NotFound, ServiceUnavailable, Unauthorized, database_unavailable
 from mcp_tools import TOOLS
 from middleware import read_body, replay_body
 from responses import FastJSONResponse, to_json
@@ -43,7 +43,6 @@ logging.getLogger("mcp").setLevel(logging.WARNING)
 
 MCP_PATH = "/mcp"
 METADATA_PATH = "/.well-known/oauth-protected-resource"
-RETRY_AFTER_SECONDS = 5
 TOOL_LIST = ListToolsResult(
     tools=[
         Tool(name=tool.name, description=tool.description, input_schema=tool.input_schema, annotations=tool.annotations)
@@ -142,8 +141,7 @@ class McpEndpoint:
         except ApiError as error:
             return tool_error(error)
         except DatabaseUnavailable as exc:
-            log.warning("database unavailable", extra={"reason": str(exc), "tool": params.name})
-            return tool_error(ServiceUnavailable(headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
+            return tool_error(database_unavailable(exc))
         except Exception:
             log.exception("tool failed", extra={"tool": params.name})
             return tool_error(InternalError())

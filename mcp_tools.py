@@ -9,11 +9,14 @@ from typing import Annotated, Any
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+import lists
+import queries
 import store
 from db import Database
 from errors import Forbidden, ValidationFailed, field_error
+from etags import Precondition, task_etag
 from routes.listing import ListQuery
-from schemas import StrictBody, TaskCreate, TaskUpdate
+from schemas import EntityId, StrictBody, TaskCreate, TaskUpdate
 
 TaskId = Annotated[int, Field(ge=1, description="The task's id, as add_task or list_tasks returned it.")]
 USER_ID_ARGUMENT = {
@@ -37,6 +40,10 @@ class ListTasksArguments(ListQuery):
     """The REST list's query parameters; a misspelt argument is an error, not ignored."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class StatsArguments(StrictBody):
+    list_id: EntityId | None = Field(None, description="Only this list's tasks (a list that is not yours: LIST_NOT_FOUND).")
 
 
 class NoArguments(StrictBody):
@@ -86,7 +93,7 @@ async def add_task(db: Database, user_id: str, body: TaskCreate) -> Result:
 
 
 async def list_tasks(db: Database, user_id: str, query: ListTasksArguments) -> Result:
-    tasks, total = await store.list_tasks(db, query.to_filter(user_id), *query.ordering(), query.limit, query.offset)
+    tasks, total = await queries.list_tasks(db, query.to_filter(user_id), *query.ordering(), query.limit, query.offset)
     return {"tasks": tasks, "total": total}
 
 
@@ -97,7 +104,7 @@ async def get_task(db: Database, user_id: str, ref: TaskRef) -> Result:
 
 async def update_task(db: Database, user_id: str, body: TaskChanges) -> Result:
     changes = body.model_dump(exclude_unset=True, exclude={"task_id"})
-    task = await store.modify_task(db, user_id, body.task_id, changes, store.Precondition(None))
+    task = await store.modify_task(db, user_id, body.task_id, changes, Precondition(None))
     return task_result(task, "updated")
 
 
@@ -106,11 +113,18 @@ async def complete_task(db: Database, user_id: str, ref: TaskRef) -> Result:
 
 
 async def delete_task(db: Database, user_id: str, ref: TaskRef) -> Result:
-    return task_result(await store.delete_task(db, user_id, ref.task_id, store.Precondition(None)), "deleted")
+    task = await store.get_task(db, user_id, ref.task_id)
+    # If-Match the version just read: the task reported is exactly the one deleted.
+    deleted = await store.delete_task(db, user_id, ref.task_id, Precondition(task_etag(task)))
+    return {**task_result(task, "deleted"), "deleted_ids": deleted}
 
 
-async def task_stats(db: Database, user_id: str, _: NoArguments) -> Result:
-    return await store.stats(db, user_id)
+async def task_stats(db: Database, user_id: str, arguments: StatsArguments) -> Result:
+    return await queries.stats(db, user_id, arguments.list_id)
+
+
+async def list_lists(db: Database, user_id: str, _: NoArguments) -> Result:
+    return {"lists": [lists.public(row) for row in await lists.all_lists(db, user_id)]}
 
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -144,20 +158,27 @@ TOOLS = {
         ),
         TaskTool(
             "complete_task",
-            "Mark a task completed (a task already completed stays as it is). "
+            "Mark a task completed, with its open subtasks (a task already completed stays as it is). "
             "Returns {task_id, status: 'completed', title, task}." + ONE_TASK,
             TaskRef, complete_task, IDEMPOTENT_WRITE,
         ),
         TaskTool(
             "delete_task",
-            "Delete a task for good. Returns {task_id, status: 'deleted', title, task} (the task as it was)."
-            + ONE_TASK,
+            "Delete a task and its subtasks for good. Returns {task_id, status: 'deleted', title, task (as it was), "
+            "deleted_ids (the task and its subtasks)}." + ONE_TASK,
             TaskRef, delete_task, DESTRUCTIVE,
         ),
         TaskTool(
             "task_stats",
-            "Count the signed-in user's tasks: {total, completed, pending, overdue, by_priority: {low, medium, high}}.",
-            NoArguments, task_stats, READ_ONLY,
+            "Count the signed-in user's tasks (of one list, with list_id): "
+            "{total, completed, pending, overdue, by_priority: {low, medium, high}}.",
+            StatsArguments, task_stats, READ_ONLY,
+        ),
+        TaskTool(
+            "list_lists",
+            "The signed-in user's lists in their order, with task counts: {lists: [...]}. "
+            "Use a list's id as list_id in add_task, update_task, list_tasks and task_stats.",
+            NoArguments, list_lists, READ_ONLY,
         ),
     )
 }

@@ -18,7 +18,7 @@ from etags import Precondition, task_etag
 from routes.listing import ListQuery
 from schemas import EntityId, StrictBody, TaskCreate, TaskUpdate
 
-TaskId = Annotated[int, Field(ge=1, description="The task's id, as add_task or list_tasks returned it.")]
+TaskId = Annotated[EntityId, Field(description="The task's id, as add_task or list_tasks returned it.")]
 USER_ID_ARGUMENT = {
     "type": "string",
     "description": "Optional. Your own user id (the token's `sub`); any other id fails with FORBIDDEN "

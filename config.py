@@ -52,6 +52,9 @@ class Settings(DatabaseSettings):
     jwks_fetch_timeout_seconds: float = Field(3.0, gt=0)
 
     cors_origins: str = "http://localhost:3000"
+    # How clients reach this service (`https://api.example.com`): names /mcp in the OAuth
+    # protected-resource document. Unset: taken from each request's scheme and Host.
+    public_url: str | None = None
     rate_limit_per_minute: int = Field(1200, ge=0)
     redis_url: str | None = None
 
@@ -93,7 +96,7 @@ class Settings(DatabaseSettings):
     def blank_token_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if isinstance(value, str) else value
 
-    @field_validator("better_auth_url", "jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @field_validator("better_auth_url", "jwks_url", "jwt_issuer", "jwt_audience", "public_url", mode="before")
     @classmethod
     def blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if isinstance(value, str) else value

@@ -259,12 +259,16 @@ class TaskUpdate(StrictBody):
     """Partial update: fields given change, absent fields stay. `null` clears description and due_date;
     title, completed, priority and tags cannot be null."""
 
-    title: Title = Field(None, examples=["Buy groceries and fruit"])  # type: ignore[assignment]
-    description: Description | None = None
+    title: Title = Field(  # type: ignore[assignment]
+        None, examples=["Buy groceries and fruit"], description="1 to 255 characters after trimming."
+    )
+    description: Description | None = Field(None, description="At most 1000 characters; `null` clears it.")
     completed: StrictBool = None  # type: ignore[assignment]
     priority: Priority = None  # type: ignore[assignment]
-    tags: Tags = None  # type: ignore[assignment]
-    due_date: DueDate | None = None
+    tags: Tags = Field(  # type: ignore[assignment]
+        None, description="Replaces the task's tags. At most 20; each trimmed, 1 to 50 characters."
+    )
+    due_date: DueDate | None = Field(None, description="A date-time (no offset: UTC) or an all-day date YYYY-MM-DD; `null` clears it.")
     time_zone: TimeZoneName | None = None
     recurrence: RecurrenceIn | None = Field(None, description=RECURRENCE_DOC)
     reminders: Reminders = Field(None, description=REMINDERS_DOC)  # type: ignore[assignment]
@@ -426,6 +430,16 @@ class ErrorBody(BaseModel):
     error_code: str = Field(examples=["TASK_NOT_FOUND"])
     timestamp: str = Field(examples=["2026-11-21T10:00:00Z"])
     errors: list[FieldError] | None = Field(None, description="Present on VALIDATION_ERROR: one entry per problem.")
+
+
+class ProtectedResource(BaseModel):
+    """RFC 9728 protected-resource metadata for /mcp."""
+
+    resource: str = Field(examples=["https://api.example.com/mcp"])
+    authorization_servers: list[str] | None = Field(None, examples=[["https://auth.example.com"]])
+    bearer_methods_supported: list[str] = Field(examples=[["header"]])
+    resource_name: str
+    resource_documentation: str
 
 
 class HealthStatus(BaseModel):

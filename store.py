@@ -281,6 +281,15 @@ async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precon
     return deleted
 
 
+async def complete_task(db: Database, user_id: str, task_id: int) -> dict[str, Any]:
+    """Set `completed: true`; a task that is already completed is returned unchanged (no new
+    version, `updated_at` and `completed_at` kept)."""
+    task = await get_task(db, user_id, task_id)
+    if task["completed"]:
+        return task
+    return await modify_task(db, user_id, task_id, {"completed": True}, Precondition(None))
+
+
 def check_ids(list_id: int | None, parent_id: int | None) -> None:
     """Ids too large for the database name nothing (and must not reach it: an overflow is an error there)."""
     if list_id is not None and not 1 <= list_id <= MAX_ID:

@@ -272,12 +272,21 @@ class BetterAuthBearer(HTTPBearer):
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("Authorization header must be 'Bearer <JWT>'.", token_given=False)
-        verifier: TokenVerifier = request.app.state.token_verifier
-        # A token seen before costs a dict lookup; a new one is verified in the threadpool (a signature
-        # check, maybe a JWKS fetch), never on the event loop.
-        principal = verifier.cached(token) or await run_in_threadpool(verifier.verify, token)
-        request.state.user_id = principal.user_id  # for the access log and the rate limit
-        return principal
+        return await verify_token(request, token)
+
+
+async def verify_token(request: Request, token: str) -> Principal:
+    verifier: TokenVerifier = request.app.state.token_verifier
+    # A token seen before costs a dict lookup; a new one is verified in the threadpool (a signature
+    # check, maybe a JWKS fetch), never on the event loop.
+    principal = verifier.cached(token) or await run_in_threadpool(verifier.verify, token)
+    request.state.user_id = principal.user_id  # for the access log and the rate limit
+    return principal
+
+
+def expiry_of(verified_token: str) -> float:
+    """The `exp` of a token already verified (seconds since the epoch)."""
+    return float(jwt.decode(verified_token, options={"verify_signature": False})["exp"])
 
 
 current_principal = BetterAuthBearer(

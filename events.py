@@ -14,10 +14,13 @@ COMMIT, so other users never wait and the user's own writers wait for a few stat
 
 The cursor is `v1.<seq>`; a client treats it as opaque.
 """
+import asyncio
 import functools
+import logging
+import random
 import re
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -25,8 +28,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 import db
+from errors import CursorExpired
 from models import Event, UserEventCounter, UTCDateTime
 from responses import to_json
+
+log = logging.getLogger("task_api.events")
 
 event_table: sa.Table = Event.__table__
 counter_table: sa.Table = UserEventCounter.__table__
@@ -99,3 +105,91 @@ def seq_of(cursor: str) -> int | None:
     """The seq a cursor stands for; None if it is not one of ours."""
     match = CURSOR_PATTERN.fullmatch(cursor)
     return int(match.group(1)) if match else None
+
+
+# ----------------------------------------------------------------------------- reading the feed
+
+FEED_PAGE = (
+    sa.select(event_table.c.seq, event_table.c.type, event_table.c.entity_id, event_table.c.data, event_table.c.created_at)
+    .where(event_table.c.user_id == sa.bindparam("owner"), event_table.c.seq > sa.bindparam("since"))
+    .order_by(event_table.c.seq)
+    .limit(sa.bindparam("limit"))
+)
+LAST_SEQ = sa.select(counter_table.c.seq).where(counter_table.c.user_id == sa.bindparam("owner"))
+# Both in one statement, so they come from one snapshot: the user's last seq, and the next retained event.
+POSITION = sa.select(
+    LAST_SEQ.scalar_subquery().label("last"),
+    sa.select(sa.func.min(event_table.c.seq))
+    .where(event_table.c.user_id == sa.bindparam("owner"), event_table.c.seq > sa.bindparam("since"))
+    .scalar_subquery()
+    .label("next"),
+)
+
+
+def as_change(row: db.Row) -> dict[str, Any]:
+    """An event as /api/changes, /api/events and the webhook give it."""
+    return {"cursor": cursor_of(row["seq"]), "type": row["type"], "id": row["entity_id"], "data": row["data"],
+            "at": row["created_at"]}
+
+
+async def current_seq(connection: db.Connection, user_id: str) -> int:
+    return await connection.fetch_value(LAST_SEQ, {"owner": user_id}) or 0
+
+
+async def changes_since(connection: db.Connection, user_id: str, since: int, limit: int) -> tuple[list[db.Row], bool]:
+    """The user's events after `since`, oldest first, at most `limit`, and whether more follow.
+    CursorExpired if events after `since` were purged (or `since` was never handed out)."""
+    rows = await connection.fetch_all(FEED_PAGE, {"owner": user_id, "since": since, "limit": limit + 1})
+    if rows:
+        # Seqs have no gaps: a first event that is not since + 1 means the ones between were purged.
+        if rows[0]["seq"] != since + 1:
+            raise CursorExpired()
+        return rows[:limit], len(rows) > limit
+    position = await connection.fetch_one(POSITION, {"owner": user_id, "since": since})
+    last = position["last"] or 0
+    if since > last or (since < last and position["next"] != since + 1):
+        raise CursorExpired()
+    return [], False  # nothing new (or it committed just now: the next call gets it)
+
+
+# ----------------------------------------------------------------------------- retention
+
+PURGE_BATCH = 500
+PURGE_EVERY_SECONDS = 300.0
+PURGE_PAUSE_SECONDS = 0.2  # between batches: other writers get the table (and SQLite's lock) in between
+PURGE_BATCH_OF_OLD_EVENTS = sa.delete(event_table).where(
+    event_table.c.id.in_(
+        sa.select(event_table.c.id)
+        .where(event_table.c.created_at < sa.bindparam("cutoff", type_=UTCDateTime()))
+        .order_by(event_table.c.id)
+        .limit(PURGE_BATCH)
+    )
+)
+
+
+async def purge_old_events(database: db.Database, retention_days: int) -> int:
+    """Delete events older than the retention, a batch at a time (each its own short statement,
+    so no request waits long behind it); the number deleted. The per-user counters stay: a cursor
+    from before the purge is then recognised as expired."""
+    cutoff = datetime.now(timezone.utc) - timedelta(days=retention_days)
+    total = 0
+    while True:
+        async with database.connect() as connection:
+            deleted = await connection.execute(PURGE_BATCH_OF_OLD_EVENTS, {"cutoff": cutoff})
+        total += deleted
+        if deleted < PURGE_BATCH:
+            return total
+        await asyncio.sleep(PURGE_PAUSE_SECONDS)
+
+
+async def purge_now_and_then(database: db.Database, retention_days: int) -> None:
+    """Runs for the life of the process (main.py's lifespan): a purge every few minutes, at a
+    random offset so the workers do not all purge at once."""
+    while True:
+        await asyncio.sleep(PURGE_EVERY_SECONDS * random.uniform(0.5, 1.5))
+        try:
+            purged = await purge_old_events(database, retention_days)
+            if purged:
+                log.info("purged old events", extra={"count": purged})
+        except Exception as error:  # the database is down, or busy: try again next time
+            log.warning("could not purge old events", extra={"error_type": type(error).__name__})

@@ -1,0 +1,189 @@
+"""GET /api/changes (contract §10): every write is an event, read back with a cursor, per user."""
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+import events
+from conftest import make_settings
+from db import Database
+
+
+def changes(user, since=None, **params):
+    query = {"since": since, **params} if since is not None else params
+    response = user.get("/api/changes", params=query)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def start(user) -> str:
+    return changes(user)["cursor"]
+
+
+def test_without_since_there_are_no_changes_only_the_current_cursor(alice):
+    first = changes(alice)
+    assert first == {"changes": [], "cursor": first["cursor"], "has_more": False}
+    alice.create_task(title="one")
+    second = changes(alice)
+    assert second["changes"] == [] and second["cursor"] != first["cursor"]
+
+
+def test_every_kind_of_task_write_is_an_event_with_the_task_as_the_api_returns_it(alice):
+    cursor = start(alice)
+    created = alice.create_task(title="draft", tags=["Home"])
+    patched = alice.patch(f"/api/tasks/{created['id']}", json={"title": "final"}).json()
+    put = alice.put(f"/api/tasks/{created['id']}", json={"priority": "high"}).json()
+    toggled = alice.post(f"/api/tasks/{created['id']}/toggle").json()
+    completed = alice.patch(f"/api/tasks/{created['id']}/complete", json={"completed": False}).json()
+    keyed = alice.post("/api/tasks", json={"title": "keyed"}, headers={"Idempotency-Key": "k-1"}).json()
+    assert alice.post("/api/tasks", json={"title": "keyed"}, headers={"Idempotency-Key": "k-1"}).status_code == 201
+    assert alice.delete(f"/api/tasks/{created['id']}").status_code == 204
+
+    page = changes(alice, cursor)
+    seen = [(change["type"], change["id"], change["data"]) for change in page["changes"]]
+    assert seen == [
+        ("task.created", created["id"], created),
+        ("task.updated", created["id"], patched),
+        ("task.updated", created["id"], put),
+        ("task.updated", created["id"], toggled),
+        ("task.updated", created["id"], completed),
+        ("task.created", keyed["id"], keyed),  # the replay of the same key records nothing
+        ("task.deleted", created["id"], None),
+    ]
+    assert page["cursor"] == page["changes"][-1]["cursor"] and page["has_more"] is False
+    for change in page["changes"]:
+        assert set(change) == {"cursor", "type", "id", "data", "at"}
+        assert change["at"].endswith("Z")
+    assert changes(alice, page["cursor"]) == {"changes": [], "cursor": page["cursor"], "has_more": False}
+
+
+def test_clearing_completed_tasks_records_one_deletion_per_task(alice):
+    done = [alice.create_task(title=f"done {i}", completed=True)["id"] for i in range(3)]
+    kept = alice.create_task(title="open")["id"]
+    cursor = start(alice)
+    assert alice.delete("/api/tasks", params={"completed": "true"}).json() == {"deleted": 3}
+    page = changes(alice, cursor)
+    assert sorted((c["type"], c["id"], c["data"]) for c in page["changes"]) == [("task.deleted", i, None) for i in done]
+    assert kept not in [c["id"] for c in page["changes"]]
+
+
+def test_a_failed_write_records_nothing(alice, bob):
+    task = alice.create_task()
+    cursor = start(alice)
+    assert alice.patch(f"/api/tasks/{task['id']}", json={"title": "x"}, headers={"If-Match": '"1.99"'}).status_code == 412
+    assert bob.patch(f"/api/tasks/{task['id']}", json={"title": "stolen"}).status_code == 404
+    assert bob.delete(f"/api/tasks/{task['id']}").status_code == 404
+    assert alice.patch(f"/api/tasks/{task['id']}", json={"title": ""}).status_code == 422
+    assert changes(alice, cursor)["changes"] == []
+
+
+def test_limit_pages_through_the_changes_with_has_more(alice):
+    cursor = start(alice)
+    ids = [alice.create_task(title=f"t{i}")["id"] for i in range(5)]
+    first = changes(alice, cursor, limit=2)
+    assert [c["id"] for c in first["changes"]] == ids[:2] and first["has_more"] is True
+    second = changes(alice, first["cursor"], limit=2)
+    third = changes(alice, second["cursor"], limit=2)
+    assert [c["id"] for c in second["changes"] + third["changes"]] == ids[2:]
+    assert second["has_more"] is True and third["has_more"] is False
+
+
+def test_users_never_see_each_others_changes(alice, bob):
+    alice_cursor, bob_cursor = start(alice), start(bob)
+    alice.create_task(title="alice's")
+    assert changes(bob, bob_cursor)["changes"] == []
+    # Even with alice's cursor, bob reads his own feed.
+    assert all(c["data"]["user_id"] == bob.user_id for c in changes(bob, alice_cursor)["changes"] if c["data"])
+    assert [c["data"]["title"] for c in changes(alice, alice_cursor)["changes"]] == ["alice's"]
+
+
+def test_the_user_path_spelling_checks_the_user(alice, bob):
+    cursor = start(alice)
+    alice.create_task(title="mine")
+    response = alice.get(f"/api/{alice.user_id}/changes", params={"since": cursor})
+    assert response.status_code == 200 and [c["type"] for c in response.json()["changes"]] == ["task.created"]
+    forbidden = bob.get(f"/api/{alice.user_id}/changes", params={"since": cursor})
+    assert forbidden.status_code == 403 and forbidden.json()["error_code"] == "FORBIDDEN"
+
+
+@pytest.mark.parametrize("since", ["", "17", "v1.", "v1.-1", "v1.01", "v2.5", "v1.5x", "v1." + "9" * 19])
+def test_a_malformed_cursor_is_a_422_naming_since(alice, since):
+    response = alice.get("/api/changes", params={"since": since})
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error_code"] == "VALIDATION_ERROR" and [e["field"] for e in body["errors"]] == ["since"]
+
+
+@pytest.mark.parametrize("limit", [0, 1001, "many"])
+def test_limit_out_of_range_is_a_422(alice, limit):
+    response = alice.get("/api/changes", params={"since": start(alice), "limit": limit})
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "limit"
+
+
+def test_no_token_is_a_401(client):
+    response = client.get("/api/changes")
+    assert response.status_code == 401 and response.json()["error_code"] == "UNAUTHORIZED"
+
+
+def test_a_cursor_ahead_of_the_feed_is_expired(alice):
+    alice.create_task()
+    response = alice.get("/api/changes", params={"since": "v1.999999"})
+    assert response.status_code == 410 and response.json()["error_code"] == "CURSOR_EXPIRED"
+
+
+def age_events(sql_engine, user_id: str, age: timedelta) -> None:
+    with sql_engine.begin() as connection:
+        connection.execute(
+            sa.update(events.event_table).where(events.event_table.c.user_id == user_id)
+            .values(created_at=datetime.now(timezone.utc) - age)
+        )
+
+
+def purge(database_url: str, days: int = 30) -> int:
+    async def run() -> int:
+        database = Database(make_settings(database_url))
+        await database.open()
+        try:
+            return await events.purge_old_events(database, days)
+        finally:
+            await database.close()
+
+    return asyncio.run(run())
+
+
+def test_events_past_the_retention_are_purged_and_their_cursors_expire(alice, bob, sql_engine, database_url):
+    old_cursor = start(alice)
+    alice.create_task(title="old")
+    bob_cursor = start(bob)
+    bob.create_task(title="recent")
+    age_events(sql_engine, alice.user_id, timedelta(days=31))
+    assert purge(database_url) >= 1
+
+    expired = alice.get("/api/changes", params={"since": old_cursor})
+    assert expired.status_code == 410 and expired.json()["error_code"] == "CURSOR_EXPIRED"
+    assert "start over" in expired.json()["detail"].lower()
+    # A fresh start works, and later changes follow from it.
+    fresh = start(alice)
+    alice.create_task(title="new")
+    assert [c["data"]["title"] for c in changes(alice, fresh)["changes"]] == ["new"]
+    # Nothing recent went.
+    assert [c["data"]["title"] for c in changes(bob, bob_cursor)["changes"]] == ["recent"]
+
+
+def test_events_inside_the_retention_are_kept(alice, sql_engine, database_url):
+    cursor = start(alice)
+    alice.create_task(title="29 days old")
+    age_events(sql_engine, alice.user_id, timedelta(days=29))
+    purge(database_url)
+    assert [c["data"]["title"] for c in changes(alice, cursor)["changes"]] == ["29 days old"]
+
+
+def test_a_cursor_that_was_current_when_its_events_were_purged_still_works(alice, sql_engine, database_url):
+    alice.create_task(title="old")
+    cursor = start(alice)  # after the old event: nothing of it is missed
+    age_events(sql_engine, alice.user_id, timedelta(days=40))
+    purge(database_url)
+    assert changes(alice, cursor)["changes"] == []
+    alice.create_task(title="new")
+    assert [c["data"]["title"] for c in changes(alice, cursor)["changes"]] == ["new"]

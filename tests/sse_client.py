@@ -5,6 +5,7 @@
         stream.comments                          # the comment lines seen (": ping")
 """
 import queue
+import socket
 import threading
 from typing import Any
 
@@ -22,6 +23,7 @@ class SseStream:
         self.content_type: str | None = None
         self.error_body: str | None = None
         self.last_id: str | None = None
+        self._socket: socket.socket | None = None
         self._opened = threading.Event()
         self._client = httpx.Client(timeout=httpx.Timeout(10.0, read=None))
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -32,12 +34,22 @@ class SseStream:
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self._client.close()
+        self.close()
+
+    def close(self) -> None:
+        """Hang up, as a browser closing the tab does (a shutdown unblocks the reading thread)."""
+        if self._socket is not None:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         self._thread.join(5)
+        self._client.close()
 
     def _read(self) -> None:
         try:
             with self._client.stream("GET", self.url, headers=self.headers, params=self.params) as response:
+                self._socket = response.extensions["network_stream"].get_extra_info("socket")
                 self.status_code = response.status_code
                 self.content_type = response.headers.get("content-type")
                 if response.status_code != 200:

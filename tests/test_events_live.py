@@ -239,7 +239,7 @@ def test_too_many_streams_for_one_user_is_a_429(instances):
         assert "stream" in response.json()["detail"]
     finally:
         for stream in streams:
-            stream.__exit__(None, None, None)
+            stream.close()
     time.sleep(0.5)
     with open_stream(b_server, token) as again:  # a closed stream frees its place
         assert again.status_code == 200

@@ -3,6 +3,7 @@ live as Server-Sent Events. Mounted by main.py at `/api` and at `/api/{user_id}`
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sse_starlette import EventSourceResponse
 
 import events
@@ -59,8 +60,14 @@ async def list_changes(
     return FastJSONResponse({"changes": changes, "cursor": cursor, "has_more": has_more})
 
 
+# The same security scheme as every route's (the OpenAPI document shows it), optional here: the
+# token may come as ?access_token= instead.
+optional_bearer = HTTPBearer(scheme_name="BetterAuthJWT", bearerFormat="JWT", auto_error=False)
+
+
 async def stream_caller(
     request: Request,
+    _scheme: Annotated[HTTPAuthorizationCredentials | None, Depends(optional_bearer)],
     access_token: Annotated[
         str | None,
         Query(description="The JWT, for a browser's EventSource (it cannot send headers). Never logged. "

@@ -19,13 +19,13 @@ import functools
 import logging
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import sqlite
+from sqlalchemy.dialects import postgresql, sqlite
 
 import db
 from errors import CursorExpired
@@ -67,8 +67,7 @@ def _insert_events_statement(count: int) -> sa.Insert:
 
 @functools.lru_cache(maxsize=INSERT_BATCH)
 def _bump_and_insert_statement(count: int) -> sa.TextClause:
-    """PostgreSQL: the counter bump and the events in one statement (a data-modifying CTE), sent
-    without waiting for an answer (db.Connection.send): the event costs no round trip of its own."""
+    """PostgreSQL: the counter bump and the events in one statement (a data-modifying CTE)."""
     changes = ", ".join(
         f"({index + 1}, :type_{index}, CAST(:entity_id_{index} AS BIGINT), CAST(:data_{index} AS JSON))"
         for index in range(count)
@@ -88,6 +87,46 @@ def _bump_and_insert_statement(count: int) -> sa.TextClause:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def with_event(statement: sa.UpdateBase, event_type: str, data_of: Callable[[Any], sa.ColumnElement] | None) -> sa.Select:
+    """PostgreSQL: a one-row write (INSERT/UPDATE/DELETE ... RETURNING id, user_id, ...) and its event
+    in ONE statement, so a write with its event stays one round trip in autocommit, as it was
+    without events. Data-modifying CTEs: the write, then the counter bump (the same per-user lock
+    as `record`, held until this statement commits), then the event, whose `data` is built by
+    `data_of` from the written row; the statement returns what `statement` returns. A write that
+    matches no row bumps nothing and records nothing. Cached: built once per statement."""
+    changed = statement.cte("changed")
+    one = sa.literal_column("1", sa.BigInteger)
+    bump = postgresql.insert(counter_table).from_select(["user_id", "seq"], sa.select(changed.c.user_id, one))
+    bumped = (
+        bump.on_conflict_do_update(index_elements=[counter_table.c.user_id], set_={"seq": counter_table.c.seq + one})
+        .returning(counter_table.c.seq)
+        .cte("bumped")
+    )
+    event = sa.select(
+        changed.c.user_id,
+        bumped.c.seq,
+        sa.literal_column(f"'{event_type}'", sa.String),  # one of TYPES, never client input
+        changed.c.id,
+        data_of(changed.c) if data_of is not None else sa.null(),
+        sa.func.now(),
+    ).select_from(changed.join(bumped, sa.true()))
+    recorded = sa.insert(event_table).from_select(list(EVENT_COLUMNS), event).cte("recorded")
+    return sa.select(*changed.c).add_cte(recorded)
+
+
+def api_timestamp(column: Any) -> sa.ColumnElement[str]:
+    """PostgreSQL: a timestamptz as the API's JSON writes it (responses.py: orjson with a `Z`,
+    microseconds only when there are any), for event data built in SQL by `with_event`."""
+    utc = sa.func.timezone(sa.literal_column("'UTC'"), column)
+    fraction = sa.case(
+        (sa.extract("microseconds", utc) % sa.literal_column("1000000") == sa.literal_column("0"), sa.literal_column("''")),
+        else_=sa.func.to_char(utc, sa.literal_column("'.US'")),
+    )
+    seconds = sa.func.to_char(utc, sa.literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
+    return seconds.concat(fraction).concat(sa.literal_column("'Z'"))
+
+
 async def record(connection: db.Connection, user_id: str, changes: Sequence[tuple[str, int, dict | None]]) -> None:
     """Record events (type, entity id, data) for one user, inside the caller's transaction.
 
@@ -100,7 +139,7 @@ async def record(connection: db.Connection, user_id: str, changes: Sequence[tupl
         for index, (type_, entity_id, data) in enumerate(batch):
             params.update({f"type_{index}": type_, f"entity_id_{index}": entity_id, f"data_{index}": as_json_value(data)})
         if connection.dialect == "postgresql":
-            await connection.send(_bump_and_insert_statement(len(batch)), params)
+            await connection.execute(_bump_and_insert_statement(len(batch)), params)
         else:
             await _bump_and_insert_sqlite(connection, user_id, batch, params)
 
@@ -110,7 +149,7 @@ async def _bump_and_insert_sqlite(connection: db.Connection, user_id: str, batch
     for index in range(len(batch)):
         params.update({f"user_id_{index}": user_id, f"seq_{index}": last - len(batch) + index + 1,
                        f"created_at_{index}": params["created_at"]})
-    await connection.send(_insert_events_statement(len(batch)), params)
+    await connection.execute(_insert_events_statement(len(batch)), params)
 
 
 def as_json_value(data: dict | None) -> Any:

@@ -124,8 +124,8 @@ async def _remember(connection: Connection, user_id: str, key: str, fingerprint:
     now = _utc_now()
     # Only an expired row may be replaced. A live one was committed by a concurrent request after our
     # lookup (SQLite has no advisory lock): then the insert below fails and the request replays it.
-    await connection.send(DELETE_EXPIRED_KEY, {"owner": user_id, "key": key, "retained_since": now - RETENTION})
-    await connection.send(
+    await connection.execute(DELETE_EXPIRED_KEY, {"owner": user_id, "key": key, "retained_since": now - RETENTION})
+    await connection.execute(
         INSERT_KEY,
         {"user_id": user_id, "key": key, "request_hash": fingerprint, "task_id": task_id,
          "response_body": body.decode(), "created_at": now},

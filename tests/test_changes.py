@@ -31,9 +31,10 @@ def test_without_since_there_are_no_changes_only_the_current_cursor(alice):
 
 def test_every_kind_of_task_write_is_an_event_with_the_task_as_the_api_returns_it(alice):
     cursor = start(alice)
-    created = alice.create_task(title="draft", tags=["Home"])
-    patched = alice.patch(f"/api/tasks/{created['id']}", json={"title": "final"}).json()
-    put = alice.put(f"/api/tasks/{created['id']}", json={"priority": "high"}).json()
+    created = alice.create_task(title="draft", tags=["Home"], due_date="2026-12-01T10:00:00Z")
+    # Timestamps with and without a fraction of a second, written as the API writes them.
+    patched = alice.patch(f"/api/tasks/{created['id']}", json={"title": "final", "due_date": "2026-12-02T10:00:00.5Z"}).json()
+    put = alice.put(f"/api/tasks/{created['id']}", json={"priority": "high", "due_date": "2026-12-03T10:00:00Z"}).json()
     toggled = alice.post(f"/api/tasks/{created['id']}/toggle").json()
     completed = alice.patch(f"/api/tasks/{created['id']}/complete", json={"completed": False}).json()
     keyed = alice.post("/api/tasks", json={"title": "keyed"}, headers={"Idempotency-Key": "k-1"}).json()

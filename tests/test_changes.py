@@ -1,5 +1,6 @@
 """GET /api/changes (contract §10): every write is an event, read back with a cursor, per user."""
 import asyncio
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -188,3 +189,38 @@ def test_a_cursor_that_was_current_when_its_events_were_purged_still_works(alice
     assert changes(alice, cursor)["changes"] == []
     alice.create_task(title="new")
     assert [c["data"]["title"] for c in changes(alice, cursor)["changes"]] == ["new"]
+
+
+def test_the_events_migration_upgrades_a_database_with_tasks_and_downgrades(backend, scratch_database):
+    from alembic import command
+    from alembic.config import Config
+    from fastapi.testclient import TestClient
+
+    from conftest import mint_token
+    from config import Settings
+    from main import create_app
+
+    url = scratch_database(backend, migrate=False)
+    project = Path(__file__).resolve().parent.parent
+    config = Config(str(project / "alembic.ini"))
+    config.set_main_option("script_location", str(project / "migrations"))
+    config.attributes["database_url"] = Settings.normalise_database_url(url)
+    command.upgrade(config, "0002")
+    engine = sa.create_engine(Settings.normalise_database_url(url))
+    now = datetime.now(timezone.utc)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "INSERT INTO task (user_id, title, completed, priority, tags, created_at, updated_at, version) "
+            "VALUES ('migrated', 'from before', false, 'low', '[]', :now, :now, 1)"
+        ), {"now": now})
+    command.upgrade(config, "head")
+    with TestClient(create_app(make_settings(url))) as client:
+        headers = {"Authorization": f"Bearer {mint_token('migrated')}"}
+        cursor = client.get("/api/changes", headers=headers).json()["cursor"]
+        [task] = client.get("/api/tasks", headers=headers).json()
+        client.patch(f"/api/tasks/{task['id']}", json={"title": "after"}, headers=headers)
+        page = client.get("/api/changes", params={"since": cursor}, headers=headers).json()
+        assert [(c["type"], c["data"]["title"]) for c in page["changes"]] == [("task.updated", "after")]
+    command.downgrade(config, "0002")
+    assert "event" not in sa.inspect(engine).get_table_names()
+    engine.dispose()

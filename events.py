@@ -12,6 +12,10 @@ no gaps. A reader asking for `seq > cursor` therefore can never miss an event th
 On SQLite the single writer gives the same. The lock is per user and held only from the bump to
 COMMIT, so other users never wait and the user's own writers wait for a few statements at most.
 
+Two ways in, one rule: `record` (any number of events, last in the caller's transaction) and, on
+PostgreSQL, `with_event` (a one-row write and its event as one statement, so the hot write routes
+stay one round trip). Both bump the same counter the same way.
+
 The cursor is `v1.<seq>`; a client treats it as opaque.
 """
 import asyncio
@@ -46,15 +50,11 @@ INSERT_BATCH = 100
 EVENT_COLUMNS = ("user_id", "seq", "type", "entity_id", "data", "created_at")
 
 
-def _bump_counter(insert: Any) -> sa.Insert:
-    statement = insert(counter_table).values(user_id=sa.bindparam("owner"), seq=sa.bindparam("count"))
-    return statement.on_conflict_do_update(
-        index_elements=[counter_table.c.user_id],
-        set_={"seq": counter_table.c.seq + statement.excluded.seq},
-    ).returning(counter_table.c.seq)
-
-
-BUMP_COUNTER = {"sqlite": _bump_counter(sqlite.insert)}  # PostgreSQL bumps it inside one statement, below
+# SQLite: the bump, then the events numbered from it. PostgreSQL does both in one statement (below).
+_sqlite_bump = sqlite.insert(counter_table).values(user_id=sa.bindparam("owner"), seq=sa.bindparam("count"))
+SQLITE_BUMP_COUNTER = _sqlite_bump.on_conflict_do_update(
+    index_elements=[counter_table.c.user_id], set_={"seq": counter_table.c.seq + _sqlite_bump.excluded.seq}
+).returning(counter_table.c.seq)
 
 
 @functools.lru_cache(maxsize=INSERT_BATCH)
@@ -145,7 +145,7 @@ async def record(connection: db.Connection, user_id: str, changes: Sequence[tupl
 
 
 async def _bump_and_insert_sqlite(connection: db.Connection, user_id: str, batch: Sequence, params: dict[str, Any]) -> None:
-    last = await connection.fetch_value(BUMP_COUNTER["sqlite"], params)
+    last = await connection.fetch_value(SQLITE_BUMP_COUNTER, params)
     for index in range(len(batch)):
         params.update({f"user_id_{index}": user_id, f"seq_{index}": last - len(batch) + index + 1,
                        f"created_at_{index}": params["created_at"]})

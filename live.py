@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sse_starlette import ServerSentEvent
 
 import events
-from db import Database, DatabaseUnavailable
+from db import Database
 from errors import CursorExpired, RateLimited
 from models import UserEventCounter
 from responses import to_json
@@ -101,7 +101,7 @@ class ChangeNotifier:
             await asyncio.sleep(POLL_SECONDS)
             try:
                 await self._poll_once()
-            except (DatabaseUnavailable, OSError) as error:  # the streams wait; the next poll retries
+            except Exception as error:  # the database is down or busy: the streams wait, the next poll retries
                 log.warning("could not poll for new events", extra={"error_type": type(error).__name__})
 
     async def _poll_once(self) -> None:

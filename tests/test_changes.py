@@ -224,3 +224,14 @@ def test_the_events_migration_upgrades_a_database_with_tasks_and_downgrades(back
     command.downgrade(config, "0002")
     assert "event" not in sa.inspect(engine).get_table_names()
     engine.dispose()
+
+
+def test_a_write_with_its_event_in_one_statement_is_never_retried_as_a_read():
+    """db.py runs a SELECT again on a fresh connection when one breaks; the one-statement write
+    (a SELECT over data-modifying CTEs) must not be: it could then be applied twice."""
+    import store
+    from db import DIALECTS
+
+    statement = events.with_event(store._update_statement(("title",), None, None), events.TASK_UPDATED, store.task_json)
+    assert DIALECTS["postgresql"].compile(statement).is_read is False
+    assert DIALECTS["postgresql"].compile(store.FIND_TASK).is_read is True

@@ -7,8 +7,10 @@ runs one writer at a time). Completing a task completes its open subtasks in the
 deleting one deletes its subtree in the same statement. A change of tags (the task_tag rows) and a
 move (tree.py decides where to) run in a transaction.
 
-Every write returns every task it wrote (`change_task`, `delete_task`, `delete_completed`): the one
-place per kind of change where a hook for each changed task goes.
+Every write returns every task it wrote (`change_task`, `delete_task`, `delete_completed`), and
+records one event per task written (events.record, last in the write's transaction, so the
+per-user counter lock is short): task.created, task.updated (cascaded completions and subtasks
+that followed a move included), task.deleted (each task of a deleted subtree).
 Every statement is built once, at import or by an lru_cached builder keyed by its shape, with bind
 parameters for the values (db.Database compiles each once). Rows come back as plain dicts (no ORM
 objects): the routes serialise them directly.
@@ -19,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import events
 import lists
 import tree
 from db import Connection, Database, Row
@@ -59,12 +62,12 @@ async def get_task(db: Database, user_id: str, task_id: int) -> dict[str, Any]:
 
 
 async def create_task(db: Database, user_id: str, fields: Changes) -> dict[str, Any]:
-    async with db.transaction() if fields.get("tags") else db.connect() as connection:
+    async with db.transaction() as connection:
         return await insert_task(connection, user_id, fields)
 
 
 async def insert_task(connection: Connection, user_id: str, fields: Changes) -> dict[str, Any]:
-    """The INSERTs of a new task, at the end of its siblings, in the caller's connection or transaction."""
+    """The INSERTs of a new task, at the end of its siblings, and its event, in the caller's transaction."""
     fields = {**fields, **await _new_place(connection, user_id, fields.get("list_id"), fields.get("parent_id"))}
     now = utc_now()
     task = {
@@ -83,6 +86,7 @@ async def insert_task(connection: Connection, user_id: str, fields: Changes) -> 
     with tree.references_checked(lambda: _reference_gone("parent_id" if task["parent_id"] else "list_id")):
         task["id"] = await connection.fetch_value(INSERT_TASK, task)
     await _insert_tags(connection, task)
+    await events.record(connection, user_id, [(events.TASK_CREATED, task["id"], public(task))])
     return task
 
 
@@ -130,7 +134,7 @@ async def change_task(
         move = tree.Move(changes.get("list_id"), changes.get("parent_id"), "parent_id" in changes, explicit=False)
     values = {field: value for field, value in changes.items() if value is not FLIP and field not in ("list_id", "parent_id")}
     relisted = False
-    async with db.transaction() if "tags" in changes or move else db.connect() as connection:
+    async with db.transaction() as connection:
         if move is not None:
             place, relisted = await _place_of_move(connection, user_id, task_id, move)
             values.update(place)
@@ -148,6 +152,7 @@ async def change_task(
             await _insert_tags(connection, task)
         if relisted:
             others += await connection.fetch_all(RELIST_SUBTREE, {"task_id": task_id, "owner": user_id, **_relist(task)})
+        await events.record(connection, user_id, [(events.TASK_UPDATED, row["id"], public(row)) for row in [task, *others]])
     return [task, *others]
 
 
@@ -178,11 +183,16 @@ async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precon
     versions = if_match.versions(task_id)
     params = {"task_id": task_id, "owner": user_id, **numbered("if_match", versions)}
     with tree.references_checked(_subtask_added):
-        async with db.connect() as connection:  # task_tag rows go with them (ON DELETE CASCADE)
+        async with db.transaction() as connection:  # task_tag rows go with them (ON DELETE CASCADE)
             deleted = [row["id"] for row in await connection.fetch_all(_delete_statement(_count(versions)), params)]
             if not deleted:
                 await _explain_miss(connection, user_id, task_id)
+            await events.record(connection, user_id, deletions(deleted))
     return deleted
+
+
+def deletions(task_ids: list[int]) -> list[tuple[str, int, None]]:
+    return [(events.TASK_DELETED, task_id, None) for task_id in task_ids]
 
 
 def check_ids(list_id: int | None, parent_id: int | None) -> None:
@@ -221,10 +231,11 @@ async def delete_completed(db: Database, user_id: str, list_id: int | None = Non
     check_ids(list_id, None)
     params = {"owner": user_id, "list_id": list_id}
     with tree.references_checked(_subtask_added):
-        async with db.connect() as connection:
+        async with db.transaction() as connection:
             deleted = [row["id"] for row in await connection.fetch_all(_delete_completed_statement(list_id is not None), params)]
             if not deleted:
                 await check_scope(connection, user_id, list_id, None)
+            await events.record(connection, user_id, deletions(deleted))
     return deleted
 
 

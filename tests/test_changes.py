@@ -226,12 +226,53 @@ def test_the_events_migration_upgrades_a_database_with_tasks_and_downgrades(back
     engine.dispose()
 
 
-def test_a_write_with_its_event_in_one_statement_is_never_retried_as_a_read():
-    """db.py runs a SELECT again on a fresh connection when one breaks; the one-statement write
-    (a SELECT over data-modifying CTEs) must not be: it could then be applied twice."""
-    import store
-    from db import DIALECTS
 
-    statement = events.with_event(store._update_statement(("title",), None, None), events.TASK_UPDATED, store.task_json)
-    assert DIALECTS["postgresql"].compile(statement).is_read is False
-    assert DIALECTS["postgresql"].compile(store.FIND_TASK).is_read is True
+def test_list_writes_are_events_with_the_list_as_the_api_returns_it(alice):
+    cursor = start(alice)
+    created = alice.post("/api/lists", json={"name": "Groceries"})
+    assert created.status_code == 201, created.text
+    list_id = created.json()["id"]
+    renamed = alice.patch(f"/api/lists/{list_id}", json={"name": "Shopping"}).json()
+    moved = alice.post(f"/api/lists/{list_id}/move", json={"to": "top"}).json()
+    assert alice.delete(f"/api/lists/{list_id}").status_code == 204
+    page = changes(alice, cursor)["changes"]
+    list_events = [(c["type"], c["id"], c["data"]) for c in page if c["type"].startswith("list.")]
+    assert list_events == [
+        ("list.created", list_id, created.json()),
+        ("list.updated", list_id, renamed),
+        ("list.updated", list_id, moved),
+        ("list.deleted", list_id, None),
+    ]
+
+
+def test_cascades_give_every_task_its_own_event(alice):
+    list_id = alice.post("/api/lists", json={"name": "Project"}).json()["id"]
+    parent = alice.create_task(title="parent", list_id=list_id)
+    child = alice.create_task(title="child", parent_id=parent["id"])
+    grandchild = alice.create_task(title="grandchild", parent_id=child["id"])
+    cursor = start(alice)
+    completed = alice.patch(f"/api/tasks/{parent['id']}/complete", json={"completed": True})
+    assert completed.status_code == 200, completed.text
+    updated = changes(alice, cursor)["changes"]
+    assert sorted(c["id"] for c in updated) == sorted([parent["id"], child["id"], grandchild["id"]])
+    assert all(c["type"] == "task.updated" and c["data"]["completed"] for c in updated)
+
+    cursor = changes(alice, cursor)["cursor"]
+    assert alice.delete(f"/api/lists/{list_id}", params={"cascade": "true"}).status_code == 204
+    deleted = changes(alice, cursor)["changes"]
+    assert sorted((c["type"], c["id"]) for c in deleted if c["type"] == "task.deleted") == sorted(
+        ("task.deleted", task["id"]) for task in (parent, child, grandchild)
+    )
+    assert deleted[-1]["type"] == "list.deleted" and deleted[-1]["id"] == list_id
+
+
+def test_a_task_move_is_an_update_and_its_subtasks_that_follow_it_too(alice):
+    destination = alice.post("/api/lists", json={"name": "Elsewhere"}).json()["id"]
+    parent = alice.create_task(title="parent")
+    child = alice.create_task(title="child", parent_id=parent["id"])
+    cursor = start(alice)
+    moved = alice.post(f"/api/tasks/{parent['id']}/move", json={"list_id": destination})
+    assert moved.status_code == 200, moved.text
+    page = changes(alice, cursor)["changes"]
+    assert [(c["type"], c["id"]) for c in page] == [("task.updated", parent["id"]), ("task.updated", child["id"])]
+    assert page[0]["data"] == moved.json() and page[1]["data"]["list_id"] == destination

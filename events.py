@@ -89,28 +89,38 @@ def _bump_and_insert_statement(count: int) -> sa.TextClause:
 
 @functools.lru_cache(maxsize=1024)
 def with_event(statement: sa.UpdateBase, event_type: str, data_of: Callable[[Any], sa.ColumnElement] | None) -> sa.Select:
-    """PostgreSQL: a one-row write (INSERT/UPDATE/DELETE ... RETURNING id, user_id, ...) and its event
-    in ONE statement, so a write with its event stays one round trip in autocommit, as it was
-    without events. Data-modifying CTEs: the write, then the counter bump (the same per-user lock
-    as `record`, held until this statement commits), then the event, whose `data` is built by
-    `data_of` from the written row; the statement returns what `statement` returns. A write that
-    matches no row bumps nothing and records nothing. Cached: built once per statement."""
+    """PostgreSQL: a write of one user's rows (INSERT/UPDATE/DELETE ... RETURNING id, ...; its
+    parameters include `owner`) and one event per written row, in ONE statement, so the write stays
+    one round trip in autocommit, as it was without events. Data-modifying CTEs: the write, the
+    counter bump by the number of rows (the same per-user lock as `record`, held until this
+    statement commits), then the events, numbered in id order, whose `data` is built by `data_of`
+    from each written row. Returns what `statement` returns. A write that matches no row bumps
+    nothing and records nothing. Cached: built once per statement."""
     changed = statement.cte("changed")
-    one = sa.literal_column("1", sa.BigInteger)
-    bump = postgresql.insert(counter_table).from_select(["user_id", "seq"], sa.select(changed.c.user_id, one))
+    owner = sa.bindparam("owner", type_=sa.String)
+    bump = postgresql.insert(counter_table).from_select(
+        ["user_id", "seq"], sa.select(owner, sa.func.count()).select_from(changed).having(sa.func.count() > 0)
+    )
     bumped = (
-        bump.on_conflict_do_update(index_elements=[counter_table.c.user_id], set_={"seq": counter_table.c.seq + one})
+        bump.on_conflict_do_update(
+            index_elements=[counter_table.c.user_id], set_={"seq": counter_table.c.seq + bump.excluded.seq}
+        )
         .returning(counter_table.c.seq)
         .cte("bumped")
     )
+    numbered = sa.select(
+        *changed.c,
+        sa.func.row_number().over(order_by=changed.c.id).label("event_position"),
+        sa.func.count().over().label("event_total"),
+    ).cte("numbered")
     event = sa.select(
-        changed.c.user_id,
-        bumped.c.seq,
+        owner,
+        bumped.c.seq - numbered.c.event_total + numbered.c.event_position,
         sa.literal_column(f"'{event_type}'", sa.String),  # one of TYPES, never client input
-        changed.c.id,
-        data_of(changed.c) if data_of is not None else sa.null(),
+        numbered.c.id,
+        data_of(numbered.c) if data_of is not None else sa.null(),
         sa.func.now(),
-    ).select_from(changed.join(bumped, sa.true()))
+    ).select_from(numbered.join(bumped, sa.true()))
     recorded = sa.insert(event_table).from_select(list(EVENT_COLUMNS), event).cte("recorded")
     return sa.select(*changed.c).add_cte(recorded)
 

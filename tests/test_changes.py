@@ -276,3 +276,14 @@ def test_a_task_move_is_an_update_and_its_subtasks_that_follow_it_too(alice):
     page = changes(alice, cursor)["changes"]
     assert [(c["type"], c["id"]) for c in page] == [("task.updated", parent["id"]), ("task.updated", child["id"])]
     assert page[0]["data"] == moved.json() and page[1]["data"]["list_id"] == destination
+
+
+def test_a_write_with_its_events_in_one_statement_is_never_retried_as_a_read():
+    """db.py runs a SELECT again on a fresh connection when one breaks; the one-statement write
+    (a SELECT over data-modifying CTEs) must not be: it could then be applied twice."""
+    import store
+    from db import DIALECTS
+
+    statement = events.with_event(store._update_statement(("title",), None, None), events.TASK_UPDATED, store.task_json)
+    assert DIALECTS["postgresql"].compile(statement).is_read is False
+    assert DIALECTS["postgresql"].compile(store.FIND_TASK).is_read is True

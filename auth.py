@@ -256,6 +256,20 @@ def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+async def authenticate(authorization: str | None, verifier: TokenVerifier) -> Principal:
+    """The caller of an `Authorization` header, or Unauthorized saying what is wrong. The REST routes
+    and /mcp both come here: one way to read a token."""
+    if not authorization:
+        raise Unauthorized("Missing Authorization header. Send: Authorization: Bearer <JWT>.", token_given=False)
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("Authorization header must be 'Bearer <JWT>'.", token_given=False)
+    # A token seen before costs a dict lookup; a new one is verified in the threadpool (a signature
+    # check, maybe a JWKS fetch), never on the event loop.
+    return verifier.cached(token) or await run_in_threadpool(verifier.verify, token)
+
+
 class BetterAuthBearer(HTTPBearer):
     """The caller's identity from `Authorization: Bearer <JWT>`, as one dependency that is also the
     security scheme the OpenAPI document shows (one dependency instead of two per request)."""
@@ -265,21 +279,14 @@ class BetterAuthBearer(HTTPBearer):
         if already_verified is not None:
             request.state.user_id = already_verified.user_id
             return already_verified
-        header = request.headers.get("authorization")
-        if not header:
-            raise Unauthorized("Missing Authorization header. Send: Authorization: Bearer <JWT>.", token_given=False)
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("Authorization header must be 'Bearer <JWT>'.", token_given=False)
-        return await verify_token(request, token)
+        principal = await authenticate(request.headers.get("authorization"), request.app.state.token_verifier)
+        request.state.user_id = principal.user_id  # for the access log and the rate limit
+        return principal
 
 
 async def verify_token(request: Request, token: str) -> Principal:
-    verifier: TokenVerifier = request.app.state.token_verifier
-    # A token seen before costs a dict lookup; a new one is verified in the threadpool (a signature
-    # check, maybe a JWKS fetch), never on the event loop.
-    principal = verifier.cached(token) or await run_in_threadpool(verifier.verify, token)
+    """The caller of a bare token (the SSE stream's `?access_token=`): the same check as the header."""
+    principal = await authenticate(f"Bearer {token}", request.app.state.token_verifier)
     request.state.user_id = principal.user_id  # for the access log and the rate limit
     return principal
 

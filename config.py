@@ -52,10 +52,15 @@ class Settings(DatabaseSettings):
     jwks_fetch_timeout_seconds: float = Field(3.0, gt=0)
 
     cors_origins: str = "http://localhost:3000"
+    # How clients reach this service (`https://api.example.com`): names /mcp in the OAuth
+    # protected-resource document. Unset: taken from each request's scheme and Host.
+    public_url: str | None = None
     rate_limit_per_minute: int = Field(1200, ge=0)
     redis_url: str | None = None
 
     # Connections per worker process. Requests beyond it wait (at most db_pool_timeout_seconds).
+    # How often each worker looks for reminders to fire (§9: within 60 s); 0 turns the loop off.
+    reminder_poll_seconds: float = Field(15.0, ge=0, le=50)
     db_pool_size: int = Field(10, ge=1)
     db_pool_timeout_seconds: float = Field(3.0, gt=0)
     db_connect_timeout_seconds: int = Field(3, ge=1)
@@ -96,7 +101,7 @@ class Settings(DatabaseSettings):
     def blank_token_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if isinstance(value, str) else value
 
-    @field_validator("better_auth_url", "jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @field_validator("better_auth_url", "jwks_url", "jwt_issuer", "jwt_audience", "public_url", mode="before")
     @classmethod
     def blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if isinstance(value, str) else value

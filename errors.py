@@ -1,4 +1,5 @@
 """The error body every layer answers with, and the typed errors raised from anywhere."""
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -21,6 +22,9 @@ class ApiError(Exception):
     def to_response(self) -> Response:
         return error_response(self.status_code, self.error_code, self.detail, self.headers, **self.extra)
 
+    def body(self) -> dict[str, Any]:
+        return error_body(self.error_code, self.detail, **self.extra)
+
 
 class BadRequest(ApiError):
     status_code, error_code = 400, "BAD_REQUEST"
@@ -33,8 +37,13 @@ class InvalidJson(ApiError):
 class Unauthorized(ApiError):
     status_code, error_code = 401, "UNAUTHORIZED"
 
-    def __init__(self, detail: str, *, token_given: bool):
-        challenge = 'Bearer error="invalid_token"' if token_given else "Bearer"
+    def __init__(self, detail: str, *, token_given: bool, resource_metadata: str | None = None):
+        """`resource_metadata`: the URL of the RFC 9728 document, named in the challenge (for /mcp)."""
+        self.token_given = token_given
+        parameters = ['error="invalid_token"'] if token_given else []
+        if resource_metadata:
+            parameters.append(f'resource_metadata="{resource_metadata}"')
+        challenge = "Bearer " + ", ".join(parameters) if parameters else "Bearer"
         super().__init__(detail, headers={"WWW-Authenticate": challenge})
 
 
@@ -110,12 +119,47 @@ class InternalError(ApiError):
     pass
 
 
+DATABASE_RETRY_AFTER_SECONDS = "5"
+
+
+def database_unavailable(exc: BaseException) -> ServiceUnavailable:
+    """A database outage as the REST routes and the MCP tools both answer it, logged (without SQL)."""
+    cause = exc.__cause__ or exc
+    logging.getLogger("task_api").warning(
+        "database unavailable", extra={"reason": str(exc), "error_type": type(cause).__name__}
+    )
+    return ServiceUnavailable(headers={"Retry-After": DATABASE_RETRY_AFTER_SECONDS})
+
+
 def utc_timestamp() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def error_body(error_code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    return {"detail": detail, "error_code": error_code, "timestamp": utc_timestamp(), **extra}
 
 
 def error_response(
     status_code: int, error_code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
 ) -> Response:
-    body = {"detail": detail, "error_code": error_code, "timestamp": utc_timestamp(), **extra}
-    return FastJSONResponse(body, status_code=status_code, headers=headers)
+    return FastJSONResponse(error_body(error_code, detail, **extra), status_code=status_code, headers=headers)
+
+
+def field_error(error: Any) -> dict[str, str]:
+    """A pydantic error as {field, message}: `title`, `tags.3`, `priority` (no `body.` prefix)."""
+    source, *path = error.get("loc") or ("body",)
+    if source == "query":
+        path = [part for part in path if not isinstance(part, int)]  # `?priority=x&priority=y`: say `priority`
+    field = ".".join(str(part) for part in path) or str(source)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field; remove it (id, user_id and timestamps are set by the server)"
+    elif error["type"] == "missing" and field == "body":
+        message = "a JSON object body is required"
+    elif error["type"] == "conflicting_filters":
+        field = "status"
+    elif error["type"] == "tree_order":
+        field = "order"
+    elif error["type"] == "one_reference":
+        field = "to"
+    return {"field": field, "message": message}

@@ -2,7 +2,6 @@
 import asyncio
 import contextlib
 import gc
-import logging
 import threading
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,11 +16,22 @@ from starlette.responses import Response
 import events
 from auth import TokenVerifier
 import metrics
+import reminders
 from config import Settings
 from db import Database, DatabaseUnavailable
-from errors import ApiError, InvalidJson, MethodNotAllowed, NotFound, ServiceUnavailable, ValidationFailed, error_response
+from errors import (
+    ApiError,
+    InvalidJson,
+    MethodNotAllowed,
+    NotFound,
+    ValidationFailed,
+    database_unavailable,
+    error_response,
+    field_error,
+)
 from live import ChangeNotifier
 from logs import configure_logging
+import mcp_server
 from middleware import (
     BodyGuardMiddleware,
     CrashGuardMiddleware,
@@ -33,9 +43,9 @@ from ratelimit import RateLimitMiddleware, RedisCounter
 from responses import FastJSONResponse
 from routes import changes, health, lists, tasks
 from routes import metrics as metrics_route
+from routes import reminders as reminder_routes
+from routes import settings as settings_routes
 from schemas import ErrorBody
-
-log = logging.getLogger("task_api")
 
 API_DESCRIPTION = """
 A multi-user task API for Next.js + Better Auth frontends.
@@ -47,12 +57,20 @@ user id must equal `sub`, else 403).
 
 Every error is JSON: `{"detail", "error_code", "timestamp"}`, plus `errors: [{field, message}]` on
 422 VALIDATION_ERROR. Every response carries `X-Request-ID`.
+
+`POST /mcp` is a Model Context Protocol server (Streamable HTTP, stateless) for AI agents, with the
+same bearer token and the same rules: its tools (`add_task`, `list_tasks`, ...) and their input
+schemas are listed by the MCP `tools/list` call, not here; see the README.
 """
-RETRY_AFTER_SECONDS = "5"
+# The Mcp-* headers: browser-based MCP clients (the MCP Inspector) send them to /mcp.
 CORS_HEADERS = [
-    "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key", "X-Request-ID", "Last-Event-ID",
+    "Authorization", "Content-Type", "If-Match", "If-None-Match", "Idempotency-Key", "X-Request-ID",
+    "Mcp-Protocol-Version", "Mcp-Session-Id", "Mcp-Method", "Last-Event-ID",
 ]
-CORS_EXPOSED = ["ETag", "Location", "Link", "X-Total-Count", "X-Request-ID", "Retry-After", "Idempotent-Replayed"]
+CORS_EXPOSED = [
+    "ETag", "Location", "Link", "X-Total-Count", "X-Request-ID", "Retry-After", "Idempotent-Replayed",
+    "WWW-Authenticate", "Mcp-Session-Id",
+]
 COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing, malformed, expired or forged token (UNAUTHORIZED)."},
     422: {"model": ErrorBody, "description": "Invalid parameters or body (VALIDATION_ERROR), with `errors`."},
@@ -85,13 +103,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         verifier: TokenVerifier = app.state.token_verifier
         if verifier.jwks is not None:  # warm the key cache; failure is logged, not fatal
             threading.Thread(target=verifier.jwks.refresh, kwargs={"wait": True}, daemon=True).start()
-        pool_sampler = asyncio.get_running_loop().create_task(metrics.sample_pool_forever(app.state.database))
-        yield
+        background = [asyncio.get_running_loop().create_task(metrics.sample_pool_forever(app.state.database))]
+        if settings.reminder_poll_seconds > 0:
+            background.append(
+                asyncio.get_running_loop().create_task(
+                    reminders.fire_reminders_forever(app.state.database, settings.reminder_poll_seconds)
+                )
+            )
+        async with app.state.mcp.running():
+            yield
         purge.cancel()
         await app.state.change_notifier.close()
-        pool_sampler.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pool_sampler
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         metrics.worker_stopped()
         await app.state.database.close()
         if app.state.shared_rate_counter is not None:
@@ -112,9 +138,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.token_verifier = TokenVerifier(settings)
     app.state.change_notifier = ChangeNotifier(app.state.database, settings.event_streams_per_user)
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
+    app.state.mcp = mcp_server.McpEndpoint(settings, app.state.database, app.state.token_verifier)
 
     forbidden = {403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}}
-    for router, tag in ((tasks.router, "tasks"), (lists.router, "lists")):
+    for router, tag in ((tasks.router, "tasks"), (lists.router, "lists"), (settings_routes.router, "settings"),
+                        (reminder_routes.router, "reminders")):
         app.include_router(router, prefix="/api", tags=[tag], responses=COMMON_ERRORS)
         app.include_router(
             router,
@@ -135,6 +163,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.include_router(health.router)  # after the API: routes are matched in order, the API is busier
     app.include_router(metrics_route.router)
+    app.include_router(mcp_server.router)
+    # Not in the OpenAPI document: MCP clients read the tools from the server itself (tools/list).
+    app.add_route(mcp_server.MCP_PATH, app.state.mcp, methods=["POST"], include_in_schema=False)
     _add_error_handlers(app)
     _add_middleware(app, settings)
     return app
@@ -152,6 +183,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             per_minute=settings.rate_limit_per_minute,
             verifier=app.state.token_verifier,
             shared=app.state.shared_rate_counter,
+            deferred_prefixes=(mcp_server.MCP_PATH,),  # a tool call over the limit is a tool error (mcp_server.py)
         )
     app.add_middleware(CrashGuardMiddleware)
     app.add_middleware(
@@ -189,33 +221,11 @@ def _add_error_handlers(app: FastAPI) -> None:
         errors = exc.errors()
         if any(error["type"] == "json_invalid" for error in errors):
             return InvalidJson("The body is not valid JSON. Check quotes, commas and brackets.").to_response()
-        return ValidationFailed([_field_error(error) for error in errors]).to_response()
+        return ValidationFailed([field_error(error) for error in errors]).to_response()
 
     @app.exception_handler(DatabaseUnavailable)
-    async def database_unavailable(_request: Request, exc: Exception) -> Response:
-        cause = exc.__cause__ or exc
-        log.warning("database unavailable", extra={"reason": str(exc), "error_type": type(cause).__name__})
-        return ServiceUnavailable(headers={"Retry-After": RETRY_AFTER_SECONDS}).to_response()
-
-
-def _field_error(error: dict[str, Any]) -> dict[str, str]:
-    """A pydantic error as {field, message}: `title`, `tags.3`, `priority` (no `body.` prefix)."""
-    source, *path = error.get("loc") or ("body",)
-    if source == "query":
-        path = [part for part in path if not isinstance(part, int)]  # `?priority=x&priority=y`: say `priority`
-    field = ".".join(str(part) for part in path) or str(source)
-    message = error["msg"].removeprefix("Value error, ")
-    if error["type"] == "extra_forbidden":
-        message = "unknown field; remove it (id, user_id and timestamps are set by the server)"
-    elif error["type"] == "missing" and field == "body":
-        message = "a JSON object body is required"
-    elif error["type"] == "conflicting_filters":
-        field = "status"
-    elif error["type"] == "tree_order":
-        field = "order"
-    elif error["type"] == "one_reference":
-        field = "to"
-    return {"field": field, "message": message}
+    async def database_down(_request: Request, exc: Exception) -> Response:
+        return database_unavailable(exc).to_response()
 
 
 app = create_app()

@@ -192,29 +192,12 @@ class BodyGuardMiddleware:
         declared_length = _header(scope, b"content-length")
         if declared_length is not None and declared_length.isdigit() and int(declared_length) > MAX_BODY_BYTES:
             return await self._too_large(scope, receive, send)
-        body = await self._read_body(receive)
+        body = await read_body(receive)
         if body is None:
             return await self._too_large(scope, receive, send)
         if body and not _is_json(_header(scope, b"content-type")):
             return await UnsupportedMediaType().to_response()(scope, receive, send)
-        await self.app(scope, _replay(body, receive), send)
-
-    @staticmethod
-    async def _read_body(receive: Receive) -> bytes | None:
-        """The whole body, or None once it passes the limit (chunked bodies declare no length)."""
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                break
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        await self.app(scope, replay_body(body, receive), send)
 
     @staticmethod
     async def _too_large(scope: Scope, receive: Receive, send: Send) -> None:
@@ -227,7 +210,24 @@ def _is_json(content_type: str | None) -> bool:
     return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole body, or None once it passes the limit (chunked bodies declare no length)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
     """Hands the app the body we already read, then the client's own messages (disconnect)."""
     sent = False
 

@@ -16,6 +16,7 @@ SQLModel.metadata.naming_convention = {
 PRIORITIES = ("low", "medium", "high")
 USER_ID_LENGTH = 255
 TAG_LENGTH = 50
+ZONE_LENGTH = 64
 # Lower-casing can lengthen a string ("İ" becomes two code points); leave room.
 TAG_KEY_LENGTH = 4 * TAG_LENGTH
 # Fractional-indexing keys (README, "Manual order"): 1,000 moves into one gap make a key of ~200
@@ -60,6 +61,8 @@ class Task(SQLModel, table=True):
         sa.Index("ix_task_list_id_parent_id_position", "list_id", "parent_id", "position", "id"),
         # Subtasks of a task in manual order (the tree query, `?parent_id=`, subtree walks).
         sa.Index("ix_task_parent_id_position", "parent_id", "position", "id"),
+        # Sorting and filtering by the due moment (§9).
+        sa.Index("ix_task_user_id_due_date", "user_id", "due_date", "id"),
         # Never reuse the id of a deleted task (SQLite would otherwise hand out max(id) + 1 again).
         {"sqlite_autoincrement": True},
     )
@@ -73,12 +76,23 @@ class Task(SQLModel, table=True):
     # The tags as the client spelled them, in order, read with the row (no join on every list).
     # TaskTag below indexes them for filtering and counting; both are written in one transaction.
     tags: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    # The due moment: the task's moment, or for an all-day task the end of its day in its zone
+    # (dates.py). Everything sorts and filters by it; `all_day` keeps the date the client sent.
     due_date: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
     list_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("list.id"), nullable=False))
     # No ON DELETE CASCADE: a task's subtree is deleted by the same statement (store.py), which so
     # returns every deleted id (SQLite would cascade row by row, and RETURNING would miss those).
     parent_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("task.id"), nullable=True))
     position: str = Field(sa_column=sa.Column(PositionType, nullable=False))
+    all_day: str | None = Field(default=None, sa_column=sa.Column(sa.String(10), nullable=True))
+    time_zone: str | None = Field(default=None, sa_column=sa.Column(sa.String(ZONE_LENGTH), nullable=True))
+    recurrence: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    # The series' first due date (in the API's due_date format) and which occurrence this task is.
+    series_start: str | None = Field(default=None, sa_column=sa.Column(sa.String(40), nullable=True))
+    series_index: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    next_occurrence_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    # The reminders as the API shows them, each with its fire_at; the `reminder` table indexes them.
+    reminders: list[dict] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     completed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
@@ -138,6 +152,40 @@ class IdempotencyKey(SQLModel, table=True):
     # The response body exactly as first sent, so a replay is byte-for-byte the same.
     response_body: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class UserSettings(SQLModel, table=True):
+    """One row per user that changed a setting; no row means the defaults."""
+
+    __tablename__ = "user_settings"
+
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), primary_key=True))
+    time_zone: str = Field(sa_column=sa.Column(sa.String(ZONE_LENGTH), nullable=False))
+    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class Reminder(SQLModel, table=True):
+    """One row per reminder of a task, for firing (by `fire_at`) and `GET /api/reminders`.
+    `state` is null until the reminder fires (`fired`) or is too old to fire (`skipped`)."""
+
+    __tablename__ = "reminder"
+    __table_args__ = (
+        # Only the reminders still waiting to fire: the firing loop's scans stay small however
+        # many have fired (partial index, on both databases).
+        sa.Index("ix_reminder_fire_at", "fire_at", postgresql_where=sa.text("state IS NULL"), sqlite_where=sa.text("state IS NULL")),
+        sa.Index("ix_reminder_user_id_fire_at", "user_id", "fire_at"),
+        sa.Index("ix_reminder_task_id", "task_id"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    task_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("task.id", ondelete="CASCADE"), nullable=False))
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
+    before_minutes: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, nullable=True))
+    at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+    fire_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    state: str | None = Field(default=None, sa_column=sa.Column(sa.String(8), nullable=True))
+    fired_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
 
 
 class Event(SQLModel, table=True):

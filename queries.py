@@ -4,11 +4,13 @@ like store.py's; the page and the total are built from the same conditions, so t
 """
 import functools
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+import dates
+import settings_store
 import tree
 from db import Database
 from models import PRIORITIES, UTCDateTime
@@ -51,6 +53,8 @@ class TaskFilter:
     list_id: int | None = None
     parent_id: int | None = None
     top_level_only: bool = False
+    due_on: date | None = None
+    zone_name: str | None = None  # the zone of `due_on`; None: the user's setting
 
     def tag_keys(self) -> list[str]:
         return list(dict.fromkeys(tag.strip().lower() for tag in self.tags or ()))
@@ -64,6 +68,7 @@ class TaskFilter:
             self.due_before is not None,
             self.due_after is not None,
             self.overdue,
+            self.due_on is not None,
             self.list_id is not None,
             "top" if self.top_level_only else self.parent_id is not None,
         )
@@ -79,6 +84,9 @@ class TaskFilter:
             "list_id": self.list_id,
             "parent_id": self.parent_id,
         }
+        if self.due_on is not None:
+            values["due_on_day"] = self.due_on.isoformat()
+            values["due_on_start"], values["due_on_end"] = dates.day_bounds(self.due_on, self.zone_name or dates.UTC_NAME)
         if self.text:
             # % and _ (and the escape character /) in the text match literally.
             values["pattern"] = "%" + self.text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
@@ -89,7 +97,7 @@ class TaskFilter:
 
 @functools.lru_cache(maxsize=512)
 def _conditions(shape: tuple[Any, ...]) -> tuple[sa.ColumnElement[bool], ...]:
-    has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue, has_list, parent = shape
+    has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue, has_due_on, has_list, parent = shape
     t = task_table.c
     conditions = [t.user_id == sa.bindparam("owner")]
     if has_list:
@@ -121,6 +129,13 @@ def _conditions(shape: tuple[Any, ...]) -> tuple[sa.ColumnElement[bool], ...]:
     if overdue is not None:
         is_overdue = sa.and_(t.completed.is_(False), t.due_date < sa.bindparam("now", type_=UTCDateTime()))
         conditions.append(is_overdue if overdue else sa.not_(sa.func.coalesce(is_overdue, False)))
+    if has_due_on:  # all-day tasks of that date, and timed tasks due during that day in the zone
+        timed_that_day = sa.and_(
+            t.all_day.is_(None),
+            t.due_date >= sa.bindparam("due_on_start", type_=UTCDateTime()),
+            t.due_date < sa.bindparam("due_on_end", type_=UTCDateTime()),
+        )
+        conditions.append(sa.or_(t.all_day == sa.bindparam("due_on_day", type_=sa.String), timed_that_day))
     return tuple(conditions)
 
 
@@ -168,11 +183,14 @@ async def list_tasks(
     """One page (public fields only) and the total matching count, both from the same filter. A
     `list_id` / `parent_id` that is not the caller's is a 404 (looked up only when nothing matched)."""
     check_ids(filters.list_id, filters.parent_id)
-    shape, parameters = filters.shape(), filters.parameters()
     async with db.connect() as connection:
+        if filters.due_on is not None and filters.zone_name is None:
+            filters.zone_name = await settings_store.zone_of(connection, filters.user_id)
+        shape, parameters = filters.shape(), filters.parameters()
         rows = await connection.fetch_all(
             _page_statement(shape, sort, ascending), {**parameters, "limit": limit, "offset": offset}
         )
+        rows = [dates.show_due(row) for row in rows]
         if (offset == 0 or rows) and len(rows) < limit:
             total = offset + len(rows)  # the last page: no count query needed
         else:

@@ -64,8 +64,19 @@ class RedisCounter:
 
 
 class RateLimitMiddleware:
-    def __init__(self, app: ASGIApp, *, per_minute: int, verifier: TokenVerifier, shared: RedisCounter | None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        per_minute: int,
+        verifier: TokenVerifier,
+        shared: RedisCounter | None,
+        deferred_prefixes: tuple[str, ...] = (),
+    ):
+        """`deferred_prefixes`: paths whose app answers the limit itself (/mcp: a tool call's limit
+        is a tool error); the error goes to it in `scope["state"]["rate_limited"]`."""
         self.app = app
+        self.deferred_prefixes = deferred_prefixes
         self.per_minute = per_minute
         self.verifier = verifier
         self.local = LocalCounter()
@@ -84,6 +95,9 @@ class RateLimitMiddleware:
                 f"Too many requests: the limit is {self.per_minute} a minute. Retry after {retry_after} s.",
                 headers={"Retry-After": retry_after},
             )
+            if self.deferred_prefixes and scope["path"].startswith(self.deferred_prefixes):
+                scope.setdefault("state", {})["rate_limited"] = error
+                return await self.app(scope, receive, send)
             return await error.to_response()(scope, receive, send)
         await self.app(scope, receive, send)
 

@@ -1,6 +1,6 @@
 """What crosses the wire. Every rule a client can break lives here, once."""
 import re
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -16,6 +16,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+import dates
+import recurrence
 
 Priority = Literal["low", "medium", "high"]
 MAX_TAGS = 20
@@ -113,6 +116,69 @@ Color = Annotated[StrictStr, AfterValidator(_color), WithJsonSchema({"type": "st
 UtcDateTime = Annotated[datetime, BeforeValidator(parse_utc_datetime)]
 
 
+def parse_due_date(value: Any) -> date | datetime:
+    """`YYYY-MM-DD` is an all-day date; anything else must be an ISO 8601 date-time (no offset: UTC)."""
+    if isinstance(value, str):
+        try:
+            day = dates.parse_all_day(_text(value).strip())
+        except ValueError:
+            raise PydanticCustomError("iso_date", "is not a real calendar date (YYYY-MM-DD)") from None
+        if day is not None:
+            return day
+        if not any(separator in value for separator in "Tt "):  # 20261201, 2026-W49-1: dates, but not ours
+            raise PydanticCustomError("iso_date", "write an all-day date as YYYY-MM-DD, e.g. 2026-12-01")
+    try:
+        return parse_utc_datetime(value)
+    except PydanticCustomError:
+        raise PydanticCustomError(
+            "due_date",
+            "must be a date such as 2026-12-01 (all-day) or a date-time such as 2026-12-01T17:00:00Z",
+        ) from None
+
+
+def _zone_name(value: str) -> str:
+    if not dates.is_zone_name(_text(value)):
+        raise PydanticCustomError(
+            "time_zone", "must be an IANA time zone name such as Europe/Berlin, America/New_York or UTC"
+        )
+    return value
+
+
+def _rrule(value: str) -> str:
+    try:
+        return recurrence.parse_rule(_text(value)).text
+    except recurrence.RuleError as error:
+        raise PydanticCustomError("rrule", "{problem}", {"problem": str(error)}) from None
+
+
+def _reminders(values: list["ReminderIn"]) -> list["ReminderIn"]:
+    unique = list({reminder.key(): reminder for reminder in reversed(values)}.values())[::-1]
+    if len(unique) > MAX_REMINDERS:
+        raise PydanticCustomError("too_many_reminders", "a task has at most {max} reminders", {"max": MAX_REMINDERS})
+    return unique
+
+
+DueDate = Annotated[
+    Any,
+    BeforeValidator(parse_due_date),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "description": "A date `YYYY-MM-DD` (all-day: due at the end of that day in the task's zone) or an "
+            "ISO 8601 date-time (a moment; without an offset it is UTC).",
+            "examples": ["2026-12-01", "2026-12-01T17:00:00Z"],
+        }
+    ),
+]
+TimeZoneName = Annotated[
+    StrictStr,
+    AfterValidator(_zone_name),
+    WithJsonSchema({"type": "string", "maxLength": 64, "description": "An IANA time zone name.", "examples": ["Europe/Berlin"]}),
+]
+MAX_REMINDERS = 5
+MAX_BEFORE_MINUTES = 40_320  # four weeks
+
+
 class StrictBody(BaseModel):
     """A request body: unknown fields are a 422 naming them, not a silent no-op."""
 
@@ -126,6 +192,45 @@ def _default_in_words_only(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
+class RecurrenceIn(StrictBody):
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, serialize_by_alias=True)
+
+    rrule: Annotated[StrictStr, AfterValidator(_rrule)] = Field(
+        examples=["FREQ=WEEKLY;BYDAY=MO"],
+        description="RFC 5545 RRULE (`RRULE:` prefix optional) made of FREQ (DAILY, WEEKLY, MONTHLY, YEARLY), "
+        "INTERVAL, BYDAY (ordinals such as -1FR for monthly and yearly), BYMONTHDAY (negative counts from the "
+        "month's end), BYMONTH, BYSETPOS, COUNT, UNTIL, WKST. Returned upper case, without the prefix.",
+    )
+    from_: Literal["due", "completion"] = Field(
+        "due",
+        alias="from",
+        description="`due` (default): the next due date is the rule's first occurrence after both the previous "
+        "due date and the completion; `completion`: the completion day plus one step of the rule.",
+        json_schema_extra=_default_in_words_only,
+    )
+
+
+class ReminderIn(StrictBody):
+    before_minutes: StrictInt | None = Field(
+        None, ge=0, le=MAX_BEFORE_MINUTES, description="Fire this many minutes before the due moment (needs a due_date)."
+    )
+    at: UtcDateTime | None = Field(None, description="Fire at this moment (ISO 8601; no offset means UTC).")
+
+    @model_validator(mode="after")
+    def exactly_one_kind(self) -> "ReminderIn":
+        if (self.before_minutes is None) == (self.at is None):
+            raise PydanticCustomError("reminder_kind", 'give exactly one of "before_minutes" or "at"')
+        return self
+
+    def key(self) -> tuple[str, Any]:
+        return ("before_minutes", self.before_minutes) if self.at is None else ("at", self.at)
+
+
+Reminders = Annotated[list[ReminderIn], AfterValidator(_reminders)]
+RECURRENCE_DOC = "Makes the task recurring (§9); needs a due_date. `null` stops the series."
+REMINDERS_DOC = "Up to 5 of `{\"before_minutes\": n}` or `{\"at\": \"<date-time>\"}`; duplicates collapse."
+
+
 class TaskCreate(StrictBody):
     title: Title = Field(examples=["Buy groceries"], description="1 to 255 characters after trimming.")
     description: Description | None = Field(None, examples=["Milk, bread, eggs"], description="At most 1000 characters.")
@@ -136,8 +241,9 @@ class TaskCreate(StrictBody):
         examples=[["home", "errands"]],
         description="At most 20; each trimmed, 1 to 50 characters; case-insensitive duplicates collapse to the first.",
     )
-    due_date: UtcDateTime | None = Field(
-        None, examples=["2026-12-01T17:00:00Z"], description="ISO 8601; without an offset it is taken as UTC."
+    due_date: DueDate | None = Field(None, examples=["2026-12-01T17:00:00Z"])
+    time_zone: TimeZoneName | None = Field(
+        None, description="The zone an all-day date and a recurrence are read in; `null`: your setting (/api/settings)."
     )
     list_id: EntityId | None = Field(
         None, examples=[3], description="One of your lists; default: your default list (a subtask: its parent's)."
@@ -145,18 +251,27 @@ class TaskCreate(StrictBody):
     parent_id: EntityId | None = Field(
         None, examples=[17], description="One of your tasks: the new task is its subtask, in its list (at most 4 levels)."
     )
+    recurrence: RecurrenceIn | None = Field(None, description=RECURRENCE_DOC)
+    reminders: Reminders = Field(default_factory=list, description=REMINDERS_DOC, json_schema_extra=_default_in_words_only)
 
 
 class TaskUpdate(StrictBody):
     """Partial update: fields given change, absent fields stay. `null` clears description and due_date;
     title, completed, priority and tags cannot be null."""
 
-    title: Title = Field(None, examples=["Buy groceries and fruit"])  # type: ignore[assignment]
-    description: Description | None = None
+    title: Title = Field(  # type: ignore[assignment]
+        None, examples=["Buy groceries and fruit"], description="1 to 255 characters after trimming."
+    )
+    description: Description | None = Field(None, description="At most 1000 characters; `null` clears it.")
     completed: StrictBool = None  # type: ignore[assignment]
     priority: Priority = None  # type: ignore[assignment]
-    tags: Tags = None  # type: ignore[assignment]
-    due_date: UtcDateTime | None = None
+    tags: Tags = Field(  # type: ignore[assignment]
+        None, description="Replaces the task's tags. At most 20; each trimmed, 1 to 50 characters."
+    )
+    due_date: DueDate | None = Field(None, description="A date-time (no offset: UTC) or an all-day date YYYY-MM-DD; `null` clears it.")
+    time_zone: TimeZoneName | None = None
+    recurrence: RecurrenceIn | None = Field(None, description=RECURRENCE_DOC)
+    reminders: Reminders = Field(None, description=REMINDERS_DOC)  # type: ignore[assignment]
     list_id: EntityId = Field(  # type: ignore[assignment]
         None, description="Moves the task (with its subtasks) to the end of this list, at the top level."
     )
@@ -227,7 +342,13 @@ class TaskPublic(BaseModel):
     completed: bool
     priority: Priority
     tags: list[str]
-    due_date: datetime | None
+    due_date: date | datetime | None = Field(
+        description="`YYYY-MM-DD` for an all-day task, else a UTC date-time with `Z`.", examples=["2026-12-01T17:00:00Z"]
+    )
+    time_zone: str | None
+    recurrence: "RecurrencePublic | None"
+    reminders: list["ReminderPublic"]
+    next_occurrence_id: int | None = Field(description="The task created when this recurring task was completed.")
     list_id: int = Field(examples=[3])
     parent_id: int | None = Field(examples=[None], description="The task this one is a subtask of.")
     position: str = Field(
@@ -236,6 +357,38 @@ class TaskPublic(BaseModel):
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+class RecurrencePublic(BaseModel):
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    rrule: str = Field(examples=["FREQ=WEEKLY;BYDAY=MO"])
+    from_: Literal["due", "completion"] = Field(alias="from")
+
+
+class ReminderPublic(BaseModel):
+    before_minutes: int | None = Field(None, description="Present on a relative reminder.")
+    at: datetime | None = Field(None, description="Present on an absolute reminder.")
+    fire_at: datetime = Field(description="When it fires (UTC).")
+
+
+TaskPublic.model_rebuild()
+
+
+class ReminderDue(BaseModel):
+    task_id: int
+    title: str
+    due_date: date | datetime | None = Field(description="The task's due_date, as the task shows it.")
+    fire_at: datetime
+    reminder: ReminderPublic
+
+
+class UserSettingsPublic(BaseModel):
+    time_zone: str = Field(examples=["Europe/Berlin"])
+
+
+class UserSettingsUpdate(StrictBody):
+    time_zone: TimeZoneName = Field(description="An IANA zone name: the zone of your tasks whose time_zone is null.")
 
 
 class PriorityCounts(BaseModel):
@@ -277,6 +430,16 @@ class ErrorBody(BaseModel):
     error_code: str = Field(examples=["TASK_NOT_FOUND"])
     timestamp: str = Field(examples=["2026-11-21T10:00:00Z"])
     errors: list[FieldError] | None = Field(None, description="Present on VALIDATION_ERROR: one entry per problem.")
+
+
+class ProtectedResource(BaseModel):
+    """RFC 9728 protected-resource metadata for /mcp."""
+
+    resource: str = Field(examples=["https://api.example.com/mcp"])
+    authorization_servers: list[str] | None = Field(None, examples=[["https://auth.example.com"]])
+    bearer_methods_supported: list[str] = Field(examples=[["header"]])
+    resource_name: str
+    resource_documentation: str
 
 
 class HealthStatus(BaseModel):

@@ -5,7 +5,9 @@ RETURNING` is both the ownership check and the compare-and-set of If-Match, atom
 databases (PostgreSQL locks the row and re-checks the WHERE after a concurrent commit; SQLite
 runs one writer at a time). Completing a task completes its open subtasks in the same statement;
 deleting one deletes its subtree in the same statement. A change of tags (the task_tag rows) and a
-move (tree.py decides where to) run in a transaction.
+move (tree.py decides where to) run in a transaction. So do a change of a dated field (§9: the row is
+read first, scheduling.py derives the columns) and a completion, which may continue a recurring
+series (the next occurrence is created in the same transaction).
 
 Every write returns every task it wrote (`change_task`, `delete_task`, `delete_completed`), and
 records one event per task written (events.record, last in the write's transaction, so the
@@ -21,8 +23,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import dates
 import events
 import lists
+import reminders
+import scheduling
 import tree
 from db import Connection, Database, Row
 from errors import Conflict, ListNotFound, PreconditionFailed, TaskNotFound, ValidationFailed
@@ -33,10 +38,13 @@ task_table: sa.Table = Task.__table__
 tag_table: sa.Table = TaskTag.__table__
 PUBLIC_COLUMNS = (
     "id", "user_id", "title", "description", "completed", "priority", "tags",
-    "due_date", "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
+    "due_date", "time_zone", "recurrence", "reminders", "next_occurrence_id",
+    "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
 )
-PUBLIC_SELECTED = [task_table.c[name] for name in PUBLIC_COLUMNS]
-SELECTED_COLUMNS = [*PUBLIC_SELECTED, task_table.c.version]
+# `all_day` is read with every task: when set, it is what the task shows as `due_date` (§9).
+PUBLIC_SELECTED = [task_table.c[name] for name in (*PUBLIC_COLUMNS, "all_day")]
+SERIES_COLUMNS = [task_table.c.series_start, task_table.c.series_index]
+SELECTED_COLUMNS = [*PUBLIC_SELECTED, *SERIES_COLUMNS, task_table.c.version]
 # Not a client value: `completed` is flipped in SQL, from the row's own value.
 FLIP = object()
 
@@ -46,7 +54,9 @@ Changes = dict[str, Any]
 
 
 def public(task: dict[str, Any]) -> dict[str, Any]:
-    return {name: task[name] for name in PUBLIC_COLUMNS}
+    shown = {name: task[name] for name in PUBLIC_COLUMNS}
+    shown["due_date"] = dates.due_value(task)
+    return shown
 
 
 def utc_now() -> datetime:
@@ -61,8 +71,18 @@ async def get_task(db: Database, user_id: str, task_id: int) -> dict[str, Any]:
     return task
 
 
+async def task_occurrences(db: Database, user_id: str, task_id: int, count: int) -> list[Any]:
+    async with db.connect() as connection:
+        task = await _find(connection, user_id, task_id)
+        if task is None:
+            raise TaskNotFound()
+        zone_name = await scheduling.zone_name_of(connection, user_id, task["time_zone"], to_write=False)
+    return scheduling.preview(task, zone_name, count)
+
+
 async def create_task(db: Database, user_id: str, fields: Changes) -> dict[str, Any]:
-    if db.dialect == "postgresql" and not fields.get("tags"):
+    one_statement = not fields.get("tags") and not scheduling.needs_transaction(fields)
+    if one_statement and db.dialect == "postgresql":
         async with db.connect() as connection:  # the INSERT and its event: one statement (events.with_event)
             return await insert_task(connection, user_id, fields, one_statement=True)
     async with db.transaction() as connection:
@@ -73,6 +93,16 @@ async def insert_task(connection: Connection, user_id: str, fields: Changes, one
     """The INSERTs of a new task, at the end of its siblings, and its event, in the caller's
     transaction (or, `one_statement` on PostgreSQL without tags, in the INSERT itself)."""
     fields = {**fields, **await _new_place(connection, user_id, fields.get("list_id"), fields.get("parent_id"))}
+    columns = {**fields, **await scheduling.dated_columns(connection, user_id, None, fields)}
+    task = await _insert_row(connection, user_id, columns, one_statement)
+    if not one_statement:
+        await events.record(connection, user_id, [(events.TASK_CREATED, task["id"], public(task))])
+    return task
+
+
+async def _insert_row(connection: Connection, user_id: str, columns: Changes, one_statement: bool = False) -> dict[str, Any]:
+    """The task's rows (task, tags, reminders); with `one_statement` (PostgreSQL, no tags, no
+    reminders) the INSERT that also records its task.created event. Other events: the caller's."""
     now = utc_now()
     task = {
         "user_id": user_id,
@@ -80,9 +110,11 @@ async def insert_task(connection: Connection, user_id: str, fields: Changes, one
         "completed": False,
         "priority": "medium",
         "tags": [],
-        "due_date": None,
-        **fields,
-        "completed_at": now if fields.get("completed") else None,
+        **{name: None for name in scheduling.DATED_COLUMNS},
+        "reminders": [],
+        "next_occurrence_id": None,
+        **columns,
+        "completed_at": now if columns.get("completed") else None,
         "created_at": now,
         "updated_at": now,
         "version": 1,
@@ -93,7 +125,8 @@ async def insert_task(connection: Connection, user_id: str, fields: Changes, one
             return task
         task["id"] = await connection.fetch_value(INSERT_TASK, task)
     await _insert_tags(connection, task)
-    await events.record(connection, user_id, [(events.TASK_CREATED, task["id"], public(task))])
+    if task["reminders"]:
+        await reminders.replace_rows(connection, task)
     return task
 
 
@@ -140,16 +173,26 @@ async def change_task(
     if move is None and ("list_id" in changes or "parent_id" in changes):
         move = tree.Move(changes.get("list_id"), changes.get("parent_id"), "parent_id" in changes, explicit=False)
     values = {field: value for field, value in changes.items() if value is not FLIP and field not in ("list_id", "parent_id")}
+    completion = _completion(changes.get("completed"))
+    dated = not scheduling.DATED_FIELDS.isdisjoint(values)
+    completing = completion in ("set", "flip")
+    several_statements = "tags" in changes or move or dated
+    if completing and not several_statements:
+        # One statement when nothing it completes recurs; else the transaction below (§9).
+        written = await _complete_unless_recurring(db, user_id, task_id, values, completion, versions)
+        if written:
+            return written
     relisted = False
-    if db.dialect == "postgresql" and "tags" not in changes and move is None:
-        return await _change_in_one_statement(db, user_id, task_id, changes, values, versions)
+    if db.dialect == "postgresql" and not several_statements and not completing:
+        return await _change_in_one_statement(db, user_id, task_id, values, completion, versions)
     async with db.transaction() as connection:
+        if dated:
+            values = await _with_dated_columns(connection, user_id, task_id, values)
         if move is not None:
             place, relisted = await _place_of_move(connection, user_id, task_id, move)
             values.update(place)
-        statement = _update_statement(tuple(sorted(values)), _completion(changes.get("completed")), _count(versions))
-        params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **numbered("if_match", versions)}
-        params.update({f"new_{field}": value for field, value in values.items()})
+        statement = _update_statement(tuple(sorted(values)), completion, _count(versions))
+        params = _update_params(user_id, task_id, values, versions)
         with tree.references_checked(lambda: _reference_gone("parent_id" if move and move.parent_id else "list_id")):
             written = await connection.fetch_all(statement, params)
         task = next((row for row in written if row["id"] == task_id), None)
@@ -159,26 +202,97 @@ async def change_task(
         if "tags" in changes:
             await connection.execute(DELETE_TAGS, {"task_id": task_id})
             await _insert_tags(connection, task)
+        if dated:
+            await reminders.replace_rows(connection, task)
         if relisted:
             others += await connection.fetch_all(RELIST_SUBTREE, {"task_id": task_id, "owner": user_id, **_relist(task)})
-        await events.record(connection, user_id, [(events.TASK_UPDATED, row["id"], public(row)) for row in [task, *others]])
-    return [task, *others]
+        created: list[Row] = []
+        if completing:
+            task, others, created = await _continue_series(connection, task, others, params["now"])
+        await events.record(connection, user_id, [
+            *((events.TASK_UPDATED, row["id"], public(row)) for row in [task, *others]),
+            *((events.TASK_CREATED, row["id"], public(row)) for row in created),
+        ])
+    return [task, *others, *created]
 
 
 async def _change_in_one_statement(
-    db: Database, user_id: str, task_id: int, changes: Changes, values: Changes, versions: list[int] | None
+    db: Database, user_id: str, task_id: int, values: Changes, completion: str | None, versions: list[int] | None
 ) -> list[Row]:
-    """PostgreSQL, no tags and no move: the UPDATE (with the completions it cascades) and an event
-    per task written, in one statement (events.with_event), as cheap as the UPDATE alone was."""
-    statement = _update_statement(tuple(sorted(values)), _completion(changes.get("completed")), _count(versions))
-    params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **numbered("if_match", versions)}
-    params.update({f"new_{field}": value for field, value in values.items()})
+    """PostgreSQL, no tags, no move, no dated field, no completion: the UPDATE and its event in one
+    statement (events.with_event), as cheap as the UPDATE alone was."""
+    statement = _update_statement(tuple(sorted(values)), completion, _count(versions))
+    params = _update_params(user_id, task_id, values, versions)
     async with db.connect() as connection:
         written = await connection.fetch_all(events.with_event(statement, events.TASK_UPDATED, task_json), params)
         task = next((row for row in written if row["id"] == task_id), None)
         if task is None:
             await _explain_miss(connection, user_id, task_id)
     return [task, *(row for row in written if row["id"] != task_id)]
+
+
+def _update_params(user_id: str, task_id: int, values: Changes, versions: list[int] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **numbered("if_match", versions)}
+    params.update({f"new_{field}": value for field, value in values.items()})
+    return params
+
+
+async def _complete_unless_recurring(
+    db: Database, user_id: str, task_id: int, values: Changes, completion: str, versions: list[int] | None
+) -> list[Row]:
+    """The completion as one statement that writes nothing when a task it would complete recurs
+    (or when it matches no row: the caller's transaction then tells 404 from 412), with an event
+    per task it completed (none when it writes nothing)."""
+    statement = _update_statement(tuple(sorted(values)), completion, _count(versions), unless_recurring=True)
+    params = _update_params(user_id, task_id, values, versions)
+    if db.dialect == "postgresql":  # the UPDATE and an event per task it completed: one statement
+        async with db.connect() as connection:
+            written = await connection.fetch_all(events.with_event(statement, events.TASK_UPDATED, task_json), params)
+    else:
+        async with db.transaction() as connection:
+            written = await connection.fetch_all(statement, params)
+            await events.record(connection, user_id, [(events.TASK_UPDATED, row["id"], public(row)) for row in written])
+    task = next((row for row in written if row["id"] == task_id), None)
+    return [task, *(row for row in written if row["id"] != task_id)] if task is not None else []
+
+
+async def _with_dated_columns(connection: Connection, user_id: str, task_id: int, values: Changes) -> Changes:
+    """`values` with the dated fields replaced by the columns they make (read from the row, locked)."""
+    current = await connection.fetch_one(FIND_TASK_FOR_UPDATE, {"task_id": task_id, "user_id": user_id})
+    if current is None:
+        raise TaskNotFound()
+    kept = {field: value for field, value in values.items() if field not in scheduling.DATED_FIELDS}
+    return {**kept, **await scheduling.dated_columns(connection, user_id, current, values)}
+
+
+async def _continue_series(
+    connection: Connection, task: Row, others: list[Row], now: datetime
+) -> tuple[Row, list[Row], list[Row]]:
+    """Every recurring task this write completed (the task, or its subtasks in a cascade) gets its
+    next occurrence: (task, others, the occurrences created)."""
+    created = []
+    written = [task, *others]
+    for index, row in enumerate(written):
+        if row["completed"] and row["completed_at"] == now:  # completed by this write, not before
+            written[index], following = await continue_series(connection, row)
+            if following is not None:
+                created.append(following)
+    return written[0], written[1:], created
+
+
+async def continue_series(connection: Connection, task: Row) -> tuple[Row, Row | None]:
+    """After `task` was completed: if it recurs and has no next occurrence yet, create it right
+    after it (same list and parent) and link it, in the caller's transaction. The caller records
+    the events (task.updated for `task`, task.created for the occurrence)."""
+    following = await scheduling.next_occurrence(connection, task)
+    if following is None:
+        return task, None
+    kind, scope = tree.sibling_scope(task["user_id"], 0, task["list_id"], task["parent_id"])
+    position = await tree.position_at(connection, kind, scope, tree.Spot(after_id=task["id"]))
+    place = {"list_id": task["list_id"], "parent_id": task["parent_id"], "position": position}
+    created = await _insert_row(connection, task["user_id"], {**following, **place})
+    await connection.execute(LINK_NEXT_OCCURRENCE, {"task_id": task["id"], "next_id": created["id"]})
+    return {**task, "next_occurrence_id": created["id"]}, created
 
 
 async def _place_of_move(connection: Connection, user_id: str, task_id: int, move: tree.Move) -> tuple[Changes, bool]:
@@ -221,6 +335,15 @@ async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precon
                 await _explain_miss(connection, user_id, task_id)
             await events.record(connection, user_id, deletions(deleted))
     return deleted
+
+
+async def complete_task(db: Database, user_id: str, task_id: int) -> dict[str, Any]:
+    """Set `completed: true`; a task that is already completed is returned unchanged (no new
+    version, `updated_at` and `completed_at` kept)."""
+    task = await get_task(db, user_id, task_id)
+    if task["completed"]:
+        return task
+    return await modify_task(db, user_id, task_id, {"completed": True}, Precondition(None))
 
 
 def deletions(task_ids: list[int]) -> list[tuple[str, int, None]]:
@@ -276,9 +399,16 @@ async def delete_completed(db: Database, user_id: str, list_id: int | None = Non
 FIND_TASK = sa.select(*SELECTED_COLUMNS).where(
     task_table.c.id == sa.bindparam("task_id"), task_table.c.user_id == sa.bindparam("user_id")
 )
+FIND_TASK_FOR_UPDATE = FIND_TASK.with_for_update()  # SQLite: no clause; BEGIN IMMEDIATE already serialises
+LINK_NEXT_OCCURRENCE = (
+    sa.update(task_table)
+    .where(task_table.c.id == sa.bindparam("task_id"), task_table.c.next_occurrence_id.is_(None))
+    .values(next_occurrence_id=sa.bindparam("next_id"))
+)
 
 
-INSERTED_COLUMNS = (*PUBLIC_COLUMNS[1:], "version")  # all but the id, which the database assigns
+# All but the id, which the database assigns.
+INSERTED_COLUMNS = (*PUBLIC_COLUMNS[1:], "all_day", "series_start", "series_index", "version")
 INSERT_TASK = (
     sa.insert(task_table).values({name: sa.bindparam(name) for name in INSERTED_COLUMNS}).returning(task_table.c.id)
 )
@@ -286,10 +416,14 @@ INSERT_TASK = (
 
 def task_json(row: Any) -> sa.ColumnElement:
     """PostgreSQL: a written row as the API returns it (public fields, in order), for its event's data."""
-    times = {"due_date", "completed_at", "created_at", "updated_at"}
+    times = {"completed_at", "created_at", "updated_at"}
     pairs = []
     for name in PUBLIC_COLUMNS:
-        pairs += [sa.literal_column(f"'{name}'"), events.api_timestamp(row[name]) if name in times else row[name]]
+        if name == "due_date":  # dates.due_value: the all-day date, else the moment
+            value = sa.func.coalesce(row.all_day, events.api_timestamp(row.due_date))
+        else:
+            value = events.api_timestamp(row[name]) if name in times else row[name]
+        pairs += [sa.literal_column(f"'{name}'"), value]
     return sa.func.json_build_object(*pairs, type_=sa.JSON)
 
 
@@ -392,7 +526,9 @@ RELIST_SUBTREE = (
 
 
 @functools.lru_cache(maxsize=256)
-def _update_statement(fields: tuple[str, ...], completion: str | None, version_count: int | None) -> sa.Update:
+def _update_statement(
+    fields: tuple[str, ...], completion: str | None, version_count: int | None, unless_recurring: bool = False
+) -> sa.Update:
     """The UPDATE for one shape of change, built once (the values come as parameters): the client's
     fields plus what the server owns (completed_at, updated_at, version), written as expressions
     of the row's current values, so no read is needed first. A change that completes the task
@@ -418,7 +554,10 @@ def _update_statement(fields: tuple[str, ...], completion: str | None, version_c
     owner = t.user_id == sa.bindparam("owner")  # not `user_id`: a column name
     where = sa.and_(is_task, *_version_matches(version_count))
     if cascades:  # ownership: the subtree starts at the owner's task (and subtasks are their parent's owner's)
-        return sa.update(task_table).where(*_task_or_its_open_subtasks(where, version_count)).values(values).returning(*SELECTED_COLUMNS)
+        conditions = _task_or_its_open_subtasks(where, version_count)
+        if unless_recurring:
+            conditions.append(sa.not_(_open_recurring_in_family()))
+        return sa.update(task_table).where(*conditions).values(values).returning(*SELECTED_COLUMNS)
     return sa.update(task_table).where(owner, where).values(values).returning(*SELECTED_COLUMNS)
 
 
@@ -435,6 +574,17 @@ def _task_or_its_open_subtasks(task_condition: sa.ColumnElement[bool], version_c
     )
     family = tree.subtree_of(sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "family")
     return [t.id.in_(sa.select(family.c.id)), sa.or_(task_condition, sa.and_(t.completed.is_(False), completes))]
+
+
+def _open_recurring_in_family() -> sa.ColumnElement[bool]:
+    """An open recurring task among the task and its subtasks (completing it continues its series)."""
+    t = task_table.c
+    family = tree.subtree_of(sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "recurring_family")
+    member = task_table.alias("member")
+    return (
+        sa.exists()
+        .where(member.c.id.in_(sa.select(family.c.id)), member.c.recurrence.is_not(None), member.c.completed.is_(False))
+    )
 
 
 async def _insert_tags(connection: Connection, task: Any) -> None:

@@ -1,13 +1,15 @@
 """The list's query parameters, and how they become a filter, an ordering and Link headers."""
 import re
+from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import Request
 from pydantic import BaseModel, BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from schemas import Priority, UtcDateTime
+import dates
 from queries import TaskFilter
+from schemas import Priority, TimeZoneName, UtcDateTime
 
 SortField = Literal["created_at", "created", "updated_at", "due_date", "priority", "title", "position"]
 SORT_ALIASES = {"created": "created_at"}
@@ -49,6 +51,22 @@ def _parent_filter(value: Any) -> Any:
 QueryDateTime = Annotated[UtcDateTime | None, BeforeValidator(_plus_sign_back)]
 
 
+def _calendar_date(value: Any) -> Any:
+    """Exactly `YYYY-MM-DD` (a date-time is not a day)."""
+    if isinstance(value, str):
+        try:
+            day = dates.parse_all_day(value.strip())
+        except ValueError:
+            day = None
+        if day is None:
+            raise PydanticCustomError("calendar_date", "must be a calendar date such as 2026-12-01")
+        return day
+    return value
+
+
+CalendarDate = Annotated[date | None, BeforeValidator(_calendar_date)]
+
+
 class ListQuery(BaseModel):
     completed: bool | None = Field(None, description="`true`: only completed; `false`: only pending.", examples=[False])
     status: Annotated[Literal["all", "pending", "completed"] | None, BeforeValidator(_lowercase)] = Field(
@@ -78,6 +96,13 @@ class ListQuery(BaseModel):
         description="Only the direct subtasks of this task (not yours: 404 TASK_NOT_FOUND); `none`: only top-level tasks.",
         examples=["none"],
     )
+    due_on: CalendarDate = Field(
+        None,
+        description="Tasks due that calendar day: all-day tasks with that date, and timed tasks due during that "
+        "day in your zone (/api/settings) or in `tz`.",
+        examples=["2026-12-01"],
+    )
+    tz: TimeZoneName | None = Field(None, description="An IANA zone for `due_on` instead of your setting.", examples=["Europe/Berlin"])
     sort: Annotated[SortField, BeforeValidator(_lowercase)] = Field(
         "created_at",
         description="Sort key; `created` is an alias of `created_at`. `position` is the manual order as a tree: "
@@ -120,6 +145,8 @@ class ListQuery(BaseModel):
             list_id=self.list_id,
             parent_id=self.parent_id if isinstance(self.parent_id, int) else None,
             top_level_only=self.parent_id == "none",
+            due_on=self.due_on,
+            zone_name=self.tz,
         )
 
     def ordering(self) -> tuple[str, bool]:

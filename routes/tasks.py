@@ -279,6 +279,24 @@ async def move_task(
     return task_response(await store.move_task(db, user.user_id, task_id, move, Precondition(if_match)))
 
 
+@router.get(
+    "/tasks/{task_id}/occurrences",
+    response_model=list[str],
+    summary="Preview the next due dates of a recurring task",
+    description="The next due dates the task's rule gives after its own due date (fewer when the series ends; "
+    "`[]` for a task that does not recur), in the format of `due_date`. For `from: completion` each occurrence "
+    "is taken as completed on its due date.",
+    responses=TASK_NOT_FOUND,
+)
+async def task_occurrences(
+    task_id: TaskId,
+    user: CurrentUser,
+    db: DatabaseDep,
+    count: Annotated[int, Query(ge=1, le=50, description="How many, 1 to 50.")] = 5,
+) -> Response:
+    return FastJSONResponse(await store.task_occurrences(db, user.user_id, task_id, count))
+
+
 @router.get("/tags", response_model=list[TagCount], summary="Your tags with how many tasks carry each, most used first")
 async def list_tags(user: CurrentUser, db: DatabaseDep) -> Response:
     return FastJSONResponse(await queries.tag_counts(db, user.user_id))

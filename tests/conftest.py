@@ -124,6 +124,9 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "better_auth_secret": TEST_SECRET,
         "rate_limit_per_minute": 0,
         "log_level": "WARNING",
+        # No background reminder loop in the in-process apps: its statements would mix into tests
+        # that count statements. tests/test_reminders.py fires explicitly, and through real servers.
+        "reminder_poll_seconds": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

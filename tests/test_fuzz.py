@@ -91,7 +91,11 @@ def test_operation_answers_as_documented(api_schema, fuzz_client, backend, label
         path_ids = st.fixed_dictionaries({"user_id": st.sampled_from([FUZZ_USER] * 4 + [None])})
     wants_task = "{task_id}" in operation.path
 
-    @given(case=operation.as_strategy(MODES[mode]), ids=path_ids, real_task=st.booleans() if wants_task else st.just(False))
+    # Mostly a live task: the draws shift with every constant in the code base (Hypothesis samples
+    # them), and a fair coin over 4 examples could leave a route without a single 2xx.
+    real_task = st.sampled_from([True, True, True, False]) if wants_task else st.just(False)
+
+    @given(case=operation.as_strategy(MODES[mode]), ids=path_ids, real_task=real_task)
     @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
     def run(case, ids, real_task):
         for name, value in ids.items():

@@ -127,3 +127,31 @@ def test_the_rate_limit_is_shared_by_both_instances(instances) -> None:
         assert a.get("/api/tasks").status_code == 429  # and A sees the same count
     with client_for(a_server, new_user_id("rate_other")) as other:
         assert other.get("/api/tasks").status_code == 200  # per user: someone else is not limited
+
+
+def test_an_agents_mcp_messages_are_answered_by_either_instance(instances) -> None:
+    """/mcp is stateless: an agent behind a load balancer may reach a different instance each time."""
+    first, second = instances
+    user_id = new_user_id("mcp")
+    headers = {
+        "Authorization": f"Bearer {mint_token(user_id)}",
+        "Accept": "application/json, text/event-stream",
+        "Content-Type": "application/json",
+    }
+
+    def rpc(server: LiveServer, message_id: int, method: str, params: dict) -> dict:
+        body = {"jsonrpc": "2.0", "id": message_id, "method": method, "params": params}
+        response = httpx.post(server.url + "/mcp", json=body, headers=headers, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["result"]
+
+    client_info = {"name": "test", "version": "1"}
+    hello = {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": client_info}
+    headers["Mcp-Protocol-Version"] = rpc(first, 1, "initialize", hello)["protocolVersion"]
+    new_task = {"name": "add_task", "arguments": {"title": "asked on one, done on the other"}}
+    created = rpc(second, 2, "tools/call", new_task)
+    task_id = created["structuredContent"]["task_id"]
+    completed = rpc(first, 3, "tools/call", {"name": "complete_task", "arguments": {"task_id": task_id}})
+    assert completed["structuredContent"]["task"]["completed"] is True
+    with client_for(second, user_id) as client:
+        assert client.get(f"/api/tasks/{task_id}").json()["completed"] is True

@@ -1,7 +1,7 @@
 """Record every change as an event: the feed of /api/changes and /api/events.
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0005
 Create Date: 2026-11-25
 """
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 from models import UTCDateTime
 
 revision: str = "0004"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

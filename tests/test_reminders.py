@@ -1,0 +1,255 @@
+"""Reminders (§9) on both databases: fire_at, GET /api/reminders, and firing exactly once."""
+import asyncio
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+
+import reminders
+from conftest import TEST_SECRET, make_settings, mint_token
+from db import Database
+from live_server import LiveServer
+
+
+def z(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def soon(**delta) -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0) + timedelta(**delta)
+
+
+def errors_of(response) -> set[str]:
+    assert response.status_code == 422, response.text
+    return {error["field"].split(".")[0] for error in response.json()["errors"]}
+
+
+# ----------------------------------------------------------------------------- on the task
+
+
+def test_reminders_are_returned_with_fire_at_and_duplicates_collapse(alice):
+    task = alice.create_task(
+        due_date="2026-12-01T17:00:00Z",
+        reminders=[{"before_minutes": 15}, {"at": "2026-12-01T09:00:00+01:00"}, {"before_minutes": 15}, {"at": "2026-12-01T08:00:00Z"}],
+    )
+    assert task["reminders"] == [
+        {"before_minutes": 15, "fire_at": "2026-12-01T16:45:00Z"},
+        {"at": "2026-12-01T08:00:00Z", "fire_at": "2026-12-01T08:00:00Z"},
+    ]
+
+
+def test_all_day_reminder_fires_before_the_end_of_the_day_in_its_zone(alice):
+    task = alice.create_task(due_date="2026-12-01", time_zone="Europe/Berlin", reminders=[{"before_minutes": 60}])
+    assert task["reminders"] == [{"before_minutes": 60, "fire_at": "2026-12-01T22:00:00Z"}]
+
+
+def test_relative_reminders_follow_the_due_date_absolute_ones_stay(alice):
+    task = alice.create_task(due_date="2026-12-01T17:00:00Z", reminders=[{"before_minutes": 30}, {"at": "2026-11-30T12:00:00Z"}])
+    moved = alice.patch(f"/api/tasks/{task['id']}", json={"due_date": "2026-12-03T10:00:00Z"}).json()
+    assert moved["reminders"] == [
+        {"before_minutes": 30, "fire_at": "2026-12-03T09:30:00Z"},
+        {"at": "2026-11-30T12:00:00Z", "fire_at": "2026-11-30T12:00:00Z"},
+    ]
+
+
+def test_next_occurrence_keeps_relative_reminders_and_shifts_absolute_ones(alice):
+    due = soon(days=1)
+    task = alice.create_task(
+        due_date=z(due), recurrence={"rrule": "FREQ=DAILY"},
+        reminders=[{"before_minutes": 10}, {"at": z(due - timedelta(hours=2))}],
+    )
+    done = alice.post(f"/api/tasks/{task['id']}/toggle").json()
+    following = alice.get(f"/api/tasks/{done['next_occurrence_id']}").json()
+    next_due = due + timedelta(days=1)
+    assert following["due_date"] == z(next_due)
+    assert following["reminders"] == [
+        {"before_minutes": 10, "fire_at": z(next_due - timedelta(minutes=10))},
+        {"at": z(next_due - timedelta(hours=2)), "fire_at": z(next_due - timedelta(hours=2))},
+    ]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"reminders": [{"before_minutes": 15}]},  # no due date
+        {"due_date": "2026-12-01", "reminders": [{"before_minutes": n} for n in range(6)]},
+        {"due_date": "2026-12-01", "reminders": [{"before_minutes": 40_321}]},
+        {"due_date": "2026-12-01", "reminders": [{"before_minutes": -1}]},
+        {"due_date": "2026-12-01", "reminders": [{"before_minutes": "15"}]},
+        {"due_date": "2026-12-01", "reminders": [{"before_minutes": 15, "at": "2026-12-01T10:00:00Z"}]},
+        {"due_date": "2026-12-01", "reminders": [{}]},
+        {"due_date": "2026-12-01", "reminders": [{"minutes": 15}]},
+        {"due_date": "2026-12-01", "reminders": [{"at": "soon"}]},
+        {"due_date": "2026-12-01", "reminders": None},
+    ],
+)
+def test_bad_reminders_are_422_naming_reminders_and_nothing_changes(alice, fields):
+    task = alice.create_task(due_date="2026-12-01", reminders=[{"before_minutes": 5}])
+    assert errors_of(alice.post("/api/tasks", json={"title": "x", **fields})) == {"reminders"}
+    assert errors_of(alice.patch(f"/api/tasks/{task['id']}", json={**fields, "due_date": fields.get("due_date")})) == {"reminders"}
+    assert alice.get(f"/api/tasks/{task['id']}").json() == task
+    assert len(alice.get("/api/tasks").json()) == 1
+
+
+def test_clearing_the_due_date_of_a_task_with_relative_reminders_is_422(alice):
+    task = alice.create_task(due_date="2026-12-01", reminders=[{"before_minutes": 5}])
+    assert errors_of(alice.patch(f"/api/tasks/{task['id']}", json={"due_date": None})) == {"reminders"}
+    cleared = alice.patch(f"/api/tasks/{task['id']}", json={"due_date": None, "reminders": []}).json()
+    assert cleared["due_date"] is None and cleared["reminders"] == []
+
+
+# ----------------------------------------------------------------------------- GET /api/reminders
+
+
+@pytest.mark.parametrize("prefix", ["/api", "/api/{user}"])
+def test_reminders_list_soonest_first_within_the_window(alice, bob, prefix):
+    url = prefix.format(user=alice.user_id) + "/reminders"
+    later = alice.create_task(title="later", due_date=z(soon(hours=5)), reminders=[{"before_minutes": 60}])
+    in_an_hour = z(soon(hours=1))
+    sooner = alice.create_task(title="sooner", due_date="2999-01-01", reminders=[{"at": in_an_hour}])
+    recent = alice.create_task(title="recent", reminders=[{"at": z(soon(hours=-23))}])
+    alice.create_task(title="too old", reminders=[{"at": z(soon(hours=-25))}])
+    alice.create_task(title="beyond", reminders=[{"at": z(soon(hours=30))}])
+    done = alice.create_task(title="done", reminders=[{"at": z(soon(hours=2))}])
+    alice.post(f"/api/tasks/{done['id']}/toggle")
+    bob.create_task(title="bob's", reminders=[{"at": z(soon(hours=1))}])
+    listed = alice.get(url).json()
+    assert [item["title"] for item in listed] == ["recent", "sooner", "later"]
+    assert listed[1] == {
+        "task_id": sooner["id"], "title": "sooner", "due_date": "2999-01-01",
+        "fire_at": in_an_hour, "reminder": {"at": in_an_hour, "fire_at": in_an_hour},
+    }
+    assert listed[2]["reminder"] == {"before_minutes": 60, "fire_at": later["reminders"][0]["fire_at"]}
+    assert [item["title"] for item in alice.get(url, params={"until": z(soon(hours=31))}).json()][-1] == "beyond"
+    assert [item["title"] for item in alice.get(url, params={"until": z(soon(hours=-1))}).json()] == ["recent"]
+    assert recent["id"] in [item["task_id"] for item in listed]
+
+
+def test_reminders_list_needs_a_token_the_callers_path_and_a_real_until(alice, bob):
+    assert alice.client.get("/api/reminders").status_code == 401
+    assert bob.get(f"/api/{alice.user_id}/reminders").status_code == 403
+    assert errors_of(alice.get("/api/reminders?until=tomorrow")) == {"until"}
+
+
+# ----------------------------------------------------------------------------- firing
+
+
+def reminder_rows(sql_engine, task_ids: list[int]) -> list[dict]:
+    with sql_engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(reminders.reminder_table).where(reminders.reminder_table.c.task_id.in_(task_ids))
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def fire(database_url: str, now: datetime, databases: int = 1) -> list[dict]:
+    """`databases` processes' worth of pools, each firing at once; every announced row."""
+    announced: list[dict] = []
+
+    async def collect(_connection, rows):
+        announced.extend(rows)
+
+    async def run():
+        pools = [Database(make_settings(database_url)) for _ in range(databases)]
+        try:
+            for _ in range(2):  # a second round finds nothing left
+                await asyncio.gather(*(reminders.fire_due(pool, now, collect) for pool in pools))
+        finally:
+            for pool in pools:
+                await pool.close()
+
+    asyncio.run(run())
+    return announced
+
+
+def test_each_due_reminder_of_an_open_task_fires_exactly_once_across_pools(alice, database_url, sql_engine):
+    # Due in two hours: the app's own loop (real clock) leaves them alone; we fire "two hours later".
+    at = soon(hours=2)
+    tasks = [alice.create_task(title=f"t{index}", reminders=[{"at": z(at - timedelta(seconds=index))}]) for index in range(12)]
+    closed = alice.create_task(title="closed", reminders=[{"at": z(at)}])
+    alice.post(f"/api/tasks/{closed['id']}/toggle")
+    gone = alice.create_task(title="gone", reminders=[{"at": z(at)}])
+    alice.delete(f"/api/tasks/{gone['id']}")
+    future = alice.create_task(title="future", reminders=[{"at": z(at + timedelta(minutes=5))}])
+    mine = {task["id"] for task in tasks}
+    announced = [row for row in fire(database_url, at + timedelta(seconds=1), databases=4) if row["task_id"] in mine | {closed["id"], future["id"]}]
+    assert sorted(row["task_id"] for row in announced) == sorted(mine)
+    assert announced[0]["title"].startswith("t") and announced[0]["user_id"] == alice.user_id
+    states = {row["task_id"]: row["state"] for row in reminder_rows(sql_engine, [*mine, closed["id"], future["id"]])}
+    assert states == {**{task_id: "fired" for task_id in mine}, closed["id"]: None, future["id"]: None}
+
+
+def test_a_reminder_late_by_less_than_24_hours_fires_an_older_one_is_skipped(alice, database_url, sql_engine):
+    at = soon(hours=3)
+    late = alice.create_task(title="late", reminders=[{"at": z(at)}])
+    too_late = alice.create_task(title="too late", reminders=[{"at": z(at - timedelta(hours=25))}])
+    announced = fire(database_url, at + timedelta(hours=23))
+    assert late["id"] in [row["task_id"] for row in announced]
+    assert too_late["id"] not in [row["task_id"] for row in announced]
+    states = {row["task_id"]: row["state"] for row in reminder_rows(sql_engine, [late["id"], too_late["id"]])}
+    assert states == {late["id"]: "fired", too_late["id"]: "skipped"}
+
+
+def test_editing_a_task_does_not_fire_its_fired_reminder_again(alice, database_url):
+    at = soon(hours=4)
+    task = alice.create_task(due_date=z(at + timedelta(minutes=30)), reminders=[{"at": z(at)}, {"before_minutes": 30}])
+    assert len([row for row in fire(database_url, at + timedelta(seconds=1)) if row["task_id"] == task["id"]]) == 2
+    alice.patch(f"/api/tasks/{task['id']}", json={"due_date": z(at + timedelta(minutes=40)), "title": "moved"})
+    refired = [row for row in fire(database_url, at + timedelta(minutes=11)) if row["task_id"] == task["id"]]
+    assert [row["before_minutes"] for row in refired] == [30]  # the moved relative one; the absolute one stays fired
+
+
+@pytest.mark.slow
+def test_two_instances_with_two_workers_fire_each_reminder_once_within_a_minute(backend, scratch_database):
+    database_url = scratch_database(backend)
+    env = {"REMINDER_POLL_SECONDS": "1"}
+    servers = [LiveServer(database_url, secret=TEST_SECRET, workers=2, env=env) for _ in range(2)]
+    try:
+        for server in servers:
+            server.start()
+        import httpx
+
+        token = mint_token("firing_user")
+        at = soon(seconds=3)
+        ids = []
+        for index in range(6):
+            response = httpx.post(
+                servers[index % 2].url + "/api/tasks",
+                json={"title": f"r{index}", "reminders": [{"at": z(at)}]},
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["id"])
+        engine = sa.create_engine(make_settings(database_url).database_url)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with engine.connect() as connection:
+                states = connection.execute(sa.select(reminders.reminder_table.c.state)).scalars().all()
+            if states and all(state == "fired" for state in states):
+                break
+            time.sleep(0.5)
+        engine.dispose()
+        assert states == ["fired"] * 6
+    finally:
+        for server in servers:
+            server.stop()
+    logged = "".join(server.output() for server in servers)
+    for task_id in ids:
+        assert logged.count(f'"task_id":{task_id},') + logged.count(f'"task_id": {task_id},') == 1, logged[-2000:]
+
+
+def test_a_settings_change_moves_the_reminders_of_all_day_tasks_that_follow_it(alice):
+    day = (datetime.now(timezone.utc) + timedelta(days=5)).date()
+    midnight_after = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
+    absolute = z(midnight_after - timedelta(days=2))
+    task = alice.create_task(due_date=day.isoformat(), reminders=[{"before_minutes": 60}, {"at": absolute}])
+    assert task["reminders"][0]["fire_at"] == z(midnight_after - timedelta(hours=1))
+    alice.patch("/api/settings", json={"time_zone": "Asia/Tokyo"})  # UTC+9, no daylight saving
+    moved = z(midnight_after - timedelta(hours=10))
+    assert alice.get(f"/api/tasks/{task['id']}").json()["reminders"] == [
+        {"before_minutes": 60, "fire_at": moved},
+        {"at": absolute, "fire_at": absolute},
+    ]
+    listed = alice.get("/api/reminders", params={"until": z(midnight_after)}).json()
+    assert [item["fire_at"] for item in listed if item["task_id"] == task["id"]] == [absolute, moved]

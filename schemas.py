@@ -452,7 +452,10 @@ class Change(BaseModel):
     cursor: str = Field(description="Opaque; pass it back as `since` (or Last-Event-ID) to continue after this event.")
     type: Literal["task.created", "task.updated", "task.deleted", "list.created", "list.updated", "list.deleted", "reminder.due"]
     id: int = Field(description="The task's or list's id (the reminder's task for `reminder.due`).")
-    data: TaskPublic | ListPublic | None = Field(description="The entity after the change, as the REST API returns it; null for deletes.")
+    data: TaskPublic | ListPublic | ReminderDue | None = Field(
+        description="The entity after the change, as the REST API returns it; null for deletes; for `reminder.due`, "
+        "the reminder as `GET /api/reminders` lists it."
+    )
     at: datetime = Field(description="When the change was made (UTC).")
 
 

@@ -60,6 +60,61 @@ def test_every_kind_of_task_write_is_an_event_with_the_task_as_the_api_returns_i
     assert changes(alice, page["cursor"]) == {"changes": [], "cursor": page["cursor"], "has_more": False}
 
 
+def test_dated_tasks_events_carry_the_task_as_the_api_returns_it(alice):
+    """All-day dates, zones, recurrence and reminders: through every write path (the one-statement
+    ones on PostgreSQL build the data in SQL), the event is the REST representation."""
+    cursor = start(alice)
+    all_day = alice.create_task(title="all day", due_date="2026-12-01", time_zone="Europe/Berlin")
+    renamed = alice.patch(f"/api/tasks/{all_day['id']}", json={"title": "renamed"}).json()
+    done = alice.patch(f"/api/tasks/{all_day['id']}", json={"completed": True}).json()
+    weekly = {"rrule": "FREQ=WEEKLY", "from": "due"}
+    recurring = alice.create_task(
+        title="weekly", due_date="2026-12-01T09:00:00Z", recurrence=weekly, reminders=[{"before_minutes": 30}, {"at": "2026-11-30T08:00:00Z"}],
+    )
+    reprioritised = alice.patch(f"/api/tasks/{recurring['id']}", json={"priority": "high"}).json()
+    assert all_day["due_date"] == "2026-12-01" and recurring["reminders"][0]["fire_at"] == "2026-12-01T08:30:00Z"
+
+    page = changes(alice, cursor)
+    seen = [(change["type"], change["id"], change["data"]) for change in page["changes"]]
+    assert seen == [
+        ("task.created", all_day["id"], all_day),
+        ("task.updated", all_day["id"], renamed),
+        ("task.updated", all_day["id"], done),
+        ("task.created", recurring["id"], recurring),
+        ("task.updated", recurring["id"], reprioritised),
+    ]
+
+
+@pytest.mark.parametrize("route", ["patch", "toggle", "complete", "cascade"])
+def test_completing_a_recurring_task_records_its_update_and_its_next_occurrence(alice, route):
+    weekly = {"rrule": "FREQ=WEEKLY", "from": "due"}
+    task = alice.create_task(title="weekly", due_date="2026-12-01T09:00:00Z", recurrence=weekly, reminders=[{"before_minutes": 30}])
+    parent = alice.create_task(title="parent") if route == "cascade" else None
+    if parent:
+        assert alice.patch(f"/api/tasks/{task['id']}", json={"parent_id": parent["id"]}).status_code == 200
+    cursor = start(alice)
+    if route == "patch":
+        response = alice.patch(f"/api/tasks/{task['id']}", json={"completed": True})
+    elif route == "toggle":
+        response = alice.post(f"/api/tasks/{task['id']}/toggle")
+    elif route == "complete":
+        response = alice.patch(f"/api/tasks/{task['id']}/complete", json={"completed": True})
+    else:
+        response = alice.patch(f"/api/tasks/{parent['id']}", json={"completed": True})
+    assert response.status_code == 200, response.text
+    completed = alice.get(f"/api/tasks/{task['id']}").json()
+    following_id = completed["next_occurrence_id"]
+    assert completed["completed"] is True and following_id is not None
+    following = alice.get(f"/api/tasks/{following_id}").json()
+    assert following["due_date"] == "2026-12-08T09:00:00Z" and following["reminders"][0]["fire_at"] == "2026-12-08T08:30:00Z"
+
+    seen = [(change["type"], change["id"], change["data"]) for change in changes(alice, cursor)["changes"]]
+    expected = [("task.updated", task["id"], completed), ("task.created", following_id, following)]
+    if parent:
+        expected.insert(0, ("task.updated", parent["id"], response.json()))
+    assert seen == expected
+
+
 def test_clearing_completed_tasks_records_one_deletion_per_task(alice):
     done = [alice.create_task(title=f"done {i}", completed=True)["id"] for i in range(3)]
     kept = alice.create_task(title="open")["id"]

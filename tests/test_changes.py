@@ -115,6 +115,24 @@ def test_completing_a_recurring_task_records_its_update_and_its_next_occurrence(
     assert seen == expected
 
 
+def test_a_time_zone_change_records_an_update_for_each_all_day_task_it_moves(alice, bob):
+    following = alice.create_task(title="follows the setting", due_date="2026-12-01", reminders=[{"before_minutes": 60}])
+    pinned = alice.create_task(title="own zone", due_date="2026-12-01", time_zone="Europe/Berlin")
+    timed = alice.create_task(title="a moment", due_date="2026-12-01T10:00:00Z")
+    bobs = bob.create_task(title="bob's", due_date="2026-12-01")
+    cursor, bob_cursor = start(alice), start(bob)
+    assert alice.patch("/api/settings", json={"time_zone": "Asia/Tokyo"}).status_code == 200
+    moved = alice.get(f"/api/tasks/{following['id']}").json()
+    assert moved["reminders"][0]["fire_at"] == "2026-12-01T14:00:00Z"  # midnight in Tokyo, less an hour
+    assert [(c["type"], c["id"], c["data"]) for c in changes(alice, cursor)["changes"]] == [("task.updated", following["id"], moved)]
+    assert {pinned["id"], timed["id"]}.isdisjoint(c["id"] for c in changes(alice, cursor)["changes"])
+    assert changes(bob, bob_cursor)["changes"] == [] and bobs["due_date"] == "2026-12-01"
+    # The same zone again moves nothing and records nothing.
+    again = changes(alice, cursor)["cursor"]
+    assert alice.patch("/api/settings", json={"time_zone": "Asia/Tokyo"}).status_code == 200
+    assert changes(alice, again)["changes"] == []
+
+
 def test_clearing_completed_tasks_records_one_deletion_per_task(alice):
     done = [alice.create_task(title=f"done {i}", completed=True)["id"] for i in range(3)]
     kept = alice.create_task(title="open")["id"]

@@ -6,13 +6,15 @@ databases (PostgreSQL locks the row and re-checks the WHERE after a concurrent c
 runs one writer at a time). Completing a task completes its open subtasks in the same statement;
 deleting one deletes its subtree in the same statement. A change of tags (the task_tag rows) and a
 move (tree.py decides where to) run in a transaction. So do a change of a dated field (§9: the row is
-read first, scheduling.py derives the columns) and a completion, which may continue a recurring
-series (the next occurrence is created in the same transaction).
+read first, scheduling.py derives the columns) and a completion that continues a recurring
+series (the next occurrence is created in the same transaction); a completion of tasks that do
+not recur stays one statement.
 
 Every write returns every task it wrote (`change_task`, `delete_task`, `delete_completed`), and
 records one event per task written (events.record, last in the write's transaction, so the
-per-user counter lock is short): task.created, task.updated (cascaded completions and subtasks
-that followed a move included), task.deleted (each task of a deleted subtree).
+per-user counter lock is short; on PostgreSQL the one-statement writes use events.with_event):
+task.created (next occurrences of completed series included), task.updated (cascaded completions
+and subtasks that followed a move included), task.deleted (each task of a deleted subtree).
 Every statement is built once, at import or by an lru_cached builder keyed by its shape, with bind
 parameters for the values (db.Database compiles each once). Rows come back as plain dicts (no ORM
 objects): the routes serialise them directly.

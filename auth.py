@@ -284,6 +284,18 @@ class BetterAuthBearer(HTTPBearer):
         return principal
 
 
+async def verify_token(request: Request, token: str) -> Principal:
+    """The caller of a bare token (the SSE stream's `?access_token=`): the same check as the header."""
+    principal = await authenticate(f"Bearer {token}", request.app.state.token_verifier)
+    request.state.user_id = principal.user_id  # for the access log and the rate limit
+    return principal
+
+
+def expiry_of(verified_token: str) -> float:
+    """The `exp` of a token already verified (seconds since the epoch)."""
+    return float(jwt.decode(verified_token, options={"verify_signature": False})["exp"])
+
+
 current_principal = BetterAuthBearer(
     scheme_name="BetterAuthJWT",
     bearerFormat="JWT",

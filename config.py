@@ -74,6 +74,11 @@ class Settings(DatabaseSettings):
     # When set, GET /metrics needs `Authorization: Bearer <METRICS_TOKEN>`; unset, it is open.
     metrics_token: SecretStr | None = None
 
+    # Events (contract §10): kept at least this long for /api/changes; older cursors get a 410.
+    changes_retention_days: int = Field(30, ge=1, le=3650)
+    # Open /api/events streams one user may hold per worker process (past it: 429).
+    event_streams_per_user: int = Field(5, ge=1, le=100)
+
     log_level: str = "INFO"
 
     @field_validator("better_auth_secret", mode="before")

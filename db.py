@@ -115,7 +115,9 @@ class Dialect:
             if (convert := self.from_driver(_base(column.type))) is not None
         )
         defaults = {name: bind.value for name, bind in binds.items() if not bind.required}
-        is_read = bool(getattr(statement, "is_select", False))
+        # A SELECT over data-modifying CTEs (events.with_event) writes: never run it twice.
+        writes_in_ctes = any(isinstance(cte.element, sa.sql.dml.UpdateBase) for cte in compiled.ctes or ())
+        is_read = bool(getattr(statement, "is_select", False)) and not writes_in_ctes
         return Compiled(compiled.string, defaults, to_driver, columns, from_driver, is_read)
 
 

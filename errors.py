@@ -71,6 +71,14 @@ class Conflict(ApiError):
     status_code, error_code = 409, "CONFLICT"
 
 
+class CursorExpired(ApiError):
+    status_code, error_code = 410, "CURSOR_EXPIRED"
+    detail = (
+        "This cursor is older than the retained changes (or not one this server handed out to you). "
+        "Start over: fetch your lists and tasks, then follow /api/changes without `since`."
+    )
+
+
 class PreconditionFailed(ApiError):
     status_code, error_code = 412, "PRECONDITION_FAILED"
     detail = "The task changed since you read it (If-Match does not match its ETag). Fetch it again and retry."

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from fractional_indexing import generate_key_between
 from sqlalchemy.dialects import postgresql, sqlite
 
+import events
 import tree
 from db import Connection, Database, Row
 from errors import Conflict, ListNotFound, PreconditionFailed, ValidationFailed
@@ -154,7 +155,9 @@ async def insert_list(connection: Connection, user_id: str, fields: dict[str, An
         )
     row = _new_list(user_id, fields["name"], fields.get("color"), generate_key_between(last, None))
     row["id"] = await connection.fetch_value(INSERT_LIST, row)
-    return {**row, "task_count": 0, "completed_count": 0}
+    row = {**row, "task_count": 0, "completed_count": 0}
+    await events.record(connection, user_id, [(events.LIST_CREATED, row["id"], public(row))])
+    return row
 
 
 @functools.lru_cache(maxsize=64)
@@ -202,7 +205,14 @@ async def modify_list(db: Database, user_id: str, list_id: int, changes: dict[st
         if await connection.fetch_value(statement, params) is None:
             await _find_or_404(connection, user_id, list_id)
             raise PreconditionFailed(LIST_CHANGED)
-        return await _find_or_404(connection, user_id, list_id)
+        return await _updated(connection, user_id, list_id)
+
+
+async def _updated(connection: Connection, user_id: str, list_id: int) -> Row:
+    """The list after a change, and its list.updated event."""
+    row = await _find_or_404(connection, user_id, list_id)
+    await events.record(connection, user_id, [(events.LIST_UPDATED, list_id, public(row))])
+    return row
 
 
 def _check_if_match(row: Row, if_match: Precondition) -> None:
@@ -222,7 +232,7 @@ async def move_list(db: Database, user_id: str, list_id: int, spot: tree.Spot, i
         kind, scope = tree.sibling_scope(user_id, list_id)
         position = await tree.position_at(connection, kind, scope, spot)
         await connection.execute(MOVE_LIST, {"list_id": list_id, "owner": user_id, "new_position": position, "now": utc_now()})
-        return await _find_or_404(connection, user_id, list_id)
+        return await _updated(connection, user_id, list_id)
 
 
 async def delete_list(db: Database, user_id: str, list_id: int, cascade: bool, if_match: Precondition) -> list[int]:
@@ -243,4 +253,6 @@ async def delete_list(db: Database, user_id: str, list_id: int, cascade: bool, i
             params = {"list_id": list_id, "owner": user_id}
             deleted_tasks = [r["id"] for r in await connection.fetch_all(DELETE_LIST_TASKS, params)] if cascade else []
             await connection.execute(DELETE_LIST, params)
+            deletions = [(events.TASK_DELETED, task_id, None) for task_id in deleted_tasks]
+            await events.record(connection, user_id, [*deletions, (events.LIST_DELETED, list_id, None)])
             return deleted_tasks

@@ -186,3 +186,35 @@ class Reminder(SQLModel, table=True):
     fire_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
     state: str | None = Field(default=None, sa_column=sa.Column(sa.String(8), nullable=True))
     fired_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+
+
+class Event(SQLModel, table=True):
+    """One change of a task or list (or a due reminder), written in the same transaction as the change
+    (events.py). `seq` numbers one user's events 1, 2, 3... in commit order: the cursor of /api/changes.
+    `id` is global, for consumers that read every user's events (the webhook outbox)."""
+
+    __tablename__ = "event"
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "seq"),  # also the index of the per-user feed
+        sa.Index("ix_event_created_at", "created_at"),  # retention
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True))
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
+    seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    type: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    entity_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # The entity after the change, exactly as the REST API returns it; null for a delete.
+    data: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class UserEventCounter(SQLModel, table=True):
+    """The last `seq` handed out per user. Bumping it locks the row until commit, so one user's
+    event-writing transactions commit one after the other, in seq order (events.py)."""
+
+    __tablename__ = "user_event_counter"
+
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), primary_key=True))
+    seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))

@@ -8,8 +8,8 @@ transaction, for the two queries that search by time.
 Firing: every worker of every instance runs `fire_reminders_forever`. Each round claims due,
 unfired reminders of open tasks in one short transaction (`FOR UPDATE SKIP LOCKED` on
 PostgreSQL, so two workers never claim the same row; on SQLite `BEGIN IMMEDIATE` makes the whole
-claim one writer's), hands them to `announce` in that transaction, and marks them fired before it
-commits: each fires exactly once, or not at all if the transaction fails (then the next round
+claim one writer's), marks them fired and records a `reminder.due` event for each (§10) in that
+transaction: each fires exactly once, or not at all if the transaction fails (then the next round
 claims it again). A reminder found more than `LATE_LIMIT` late (the service was down longer) is
 marked skipped instead.
 """
@@ -17,13 +17,13 @@ import asyncio
 import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 import dates
+import events
 from db import Connection, Database, DatabaseUnavailable, Row
 from models import Reminder, Task, UTCDateTime
 
@@ -35,9 +35,6 @@ LATE_LIMIT = timedelta(hours=24)  # fire up to this late after downtime; older o
 LOOKBACK = timedelta(hours=24)  # GET /api/reminders lists those that fired this recently too
 LIST_LIMIT = 500
 CLAIM_BATCH = 100
-
-Announce = Callable[[Connection, list[Row]], Awaitable[None]]
-
 
 # ----------------------------------------------------------------------------- fire_at (pure)
 
@@ -185,32 +182,30 @@ def _mark_fired_statement(count: int) -> sa.Update:
     )
 
 
-async def log_reminder_due(connection: Connection, rows: list[Row]) -> None:
-    """Until the event table of §10 exists: say that each reminder is due, in the log."""
-    for row in rows:
-        log.info("reminder due", extra={"task_id": row["task_id"], "fire_at": dates.format_moment(row["fire_at"])})
-
-
-async def fire_due(db: Database, now: datetime, announce: Announce = log_reminder_due) -> int:
-    """One round: claim what is due, announce it, mark it fired; the number fired."""
+async def fire_due(db: Database, now: datetime) -> int:
+    """One round: claim what is due, mark it fired, record a `reminder.due` event per reminder (last,
+    one user after the other in user id order, so two claimers never wait on each other's counter
+    rows in opposite orders); the number fired."""
     async with db.transaction() as connection:
         await connection.execute(SKIP_STALE, {"stale_before": now - LATE_LIMIT})
         rows = await connection.fetch_all(CLAIM, {"now": now, "stale_before": now - LATE_LIMIT})
         if not rows:
             return 0
-        await announce(connection, rows)
         ids = {f"id_{index}": row["id"] for index, row in enumerate(rows)}
         await connection.execute(_mark_fired_statement(len(rows)), {"now": now, **ids})
+        for user_id in sorted({row["user_id"] for row in rows}):
+            due = [(events.REMINDER_DUE, row["task_id"], listed(row)) for row in rows if row["user_id"] == user_id]
+            await events.record(connection, user_id, due)
     return len(rows)
 
 
-async def fire_reminders_forever(db: Database, interval: float, announce: Announce = log_reminder_due) -> None:
+async def fire_reminders_forever(db: Database, interval: float) -> None:
     """The background loop of one worker: a round every `interval` seconds (jittered, so workers
     started together do not poll in step), more at once while a round finds a full batch."""
     while True:
         await asyncio.sleep(interval * random.uniform(0.5, 1.0))
         try:
-            while await fire_due(db, dates.utc_now(), announce) == CLAIM_BATCH:
+            while await fire_due(db, dates.utc_now()) == CLAIM_BATCH:
                 pass
         except DatabaseUnavailable:
             log.warning("reminders not fired this round: the database is unavailable")

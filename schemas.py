@@ -444,3 +444,22 @@ class ProtectedResource(BaseModel):
 
 class HealthStatus(BaseModel):
     status: str = Field(examples=["ok"])
+
+
+class Change(BaseModel):
+    """One event of the change feed (contract §10)."""
+
+    cursor: str = Field(description="Opaque; pass it back as `since` (or Last-Event-ID) to continue after this event.")
+    type: Literal["task.created", "task.updated", "task.deleted", "list.created", "list.updated", "list.deleted", "reminder.due"]
+    id: int = Field(description="The task's or list's id (the reminder's task for `reminder.due`).")
+    data: TaskPublic | ListPublic | ReminderDue | None = Field(
+        description="The entity after the change, as the REST API returns it; null for deletes; for `reminder.due`, "
+        "the reminder as `GET /api/reminders` lists it."
+    )
+    at: datetime = Field(description="When the change was made (UTC).")
+
+
+class ChangePage(BaseModel):
+    changes: list[Change] = Field(description="Your events after `since`, oldest first.")
+    cursor: str = Field(description="The last event's cursor, or `since` when there were none: call again with it.")
+    has_more: bool = Field(description="More events follow: call again at once with `cursor`.")

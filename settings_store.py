@@ -1,7 +1,8 @@
 """The user's settings (§9): their time zone, in `user_settings` keyed by the token's `sub`.
 
 No row means the defaults. Changing the zone moves the due moment (and the reminders) of the
-user's all-day tasks that follow the setting (`time_zone` null), in the same transaction.
+user's all-day tasks that follow the setting (`time_zone` null), in the same transaction, with a
+task.updated event for each task moved (§10).
 """
 from datetime import date, datetime
 from typing import Any
@@ -10,7 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 import dates
+import events
 import reminders
+import store  # store -> scheduling -> this module: only store's functions are used, at call time
 from db import Connection, Database
 from models import Task, UserSettings, UTCDateTime
 
@@ -49,6 +52,7 @@ MOVE_DUE = (
     .where(_t.id == sa.bindparam("task_id"))
     .values(due_date=sa.bindparam("due_date", type_=UTCDateTime()), reminders=sa.bindparam("new_reminders", type_=sa.JSON()),
             version=_t.version + 1, updated_at=sa.case((_t.updated_at < _NOW, _NOW), else_=_t.updated_at))
+    .returning(*task_table.c)
 )
 
 
@@ -68,14 +72,19 @@ async def set_time_zone(db: Database, user_id: str, zone_name: str) -> dict[str,
             return {"time_zone": zone_name}  # nothing moves: the tasks keep their ETags
         now = dates.utc_now()
         await connection.execute(UPSERT[connection.dialect], {"owner": user_id, "time_zone": zone_name, "now": now})
-        for task in await connection.fetch_all(FOLLOWING_TASKS, {"owner": user_id}):
-            await _move_all_day(connection, task, zone_name, now)
+        moved = [await _move_all_day(connection, task, zone_name, now)
+                 for task in await connection.fetch_all(FOLLOWING_TASKS, {"owner": user_id})]
+        await events.record(connection, user_id, [(events.TASK_UPDATED, task["id"], store.public(task)) for task in moved])
     return {"time_zone": zone_name}
 
 
-async def _move_all_day(connection: Connection, task: dict[str, Any], zone_name: str, now: datetime) -> None:
+async def _move_all_day(connection: Connection, task: dict[str, Any], zone_name: str, now: datetime) -> dict[str, Any]:
+    """The task with its due moment in the new zone (and its reminders after it): the row written."""
     due_moment = dates.end_of_day(date.fromisoformat(task["all_day"]), zone_name)
     task["reminders"] = reminders.compose(task["reminders"], due_moment)
-    await connection.execute(MOVE_DUE, {"task_id": task["id"], "due_date": due_moment, "new_reminders": task["reminders"], "now": now})
+    written = await connection.fetch_one(
+        MOVE_DUE, {"task_id": task["id"], "due_date": due_moment, "new_reminders": task["reminders"], "now": now}
+    )
     if task["reminders"]:
         await reminders.replace_rows(connection, task)
+    return written

@@ -6,11 +6,15 @@ databases (PostgreSQL locks the row and re-checks the WHERE after a concurrent c
 runs one writer at a time). Completing a task completes its open subtasks in the same statement;
 deleting one deletes its subtree in the same statement. A change of tags (the task_tag rows) and a
 move (tree.py decides where to) run in a transaction. So do a change of a dated field (§9: the row is
-read first, scheduling.py derives the columns) and a completion, which may continue a recurring
-series (the next occurrence is created in the same transaction).
+read first, scheduling.py derives the columns) and a completion that continues a recurring
+series (the next occurrence is created in the same transaction); a completion of tasks that do
+not recur stays one statement.
 
-Every write returns every task it wrote (`change_task`, `delete_task`, `delete_completed`): the one
-place per kind of change where a hook for each changed task goes.
+Every write returns every task it wrote (`change_task`, `delete_task`, `delete_completed`), and
+records one event per task written (events.record, last in the write's transaction, so the
+per-user counter lock is short; on PostgreSQL the one-statement writes use events.with_event):
+task.created (next occurrences of completed series included), task.updated (cascaded completions
+and subtasks that followed a move included), task.deleted (each task of a deleted subtree).
 Every statement is built once, at import or by an lru_cached builder keyed by its shape, with bind
 parameters for the values (db.Database compiles each once). Rows come back as plain dicts (no ORM
 objects): the routes serialise them directly.
@@ -22,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 import dates
+import events
 import lists
 import reminders
 import scheduling
@@ -79,17 +84,27 @@ async def task_occurrences(db: Database, user_id: str, task_id: int, count: int)
 
 async def create_task(db: Database, user_id: str, fields: Changes) -> dict[str, Any]:
     one_statement = not fields.get("tags") and not scheduling.needs_transaction(fields)
-    async with db.connect() if one_statement else db.transaction() as connection:
+    if one_statement and db.dialect == "postgresql":
+        async with db.connect() as connection:  # the INSERT and its event: one statement (events.with_event)
+            return await insert_task(connection, user_id, fields, one_statement=True)
+    async with db.transaction() as connection:
         return await insert_task(connection, user_id, fields)
 
 
-async def insert_task(connection: Connection, user_id: str, fields: Changes) -> dict[str, Any]:
-    """The INSERTs of a new task, at the end of its siblings, in the caller's connection or transaction."""
+async def insert_task(connection: Connection, user_id: str, fields: Changes, one_statement: bool = False) -> dict[str, Any]:
+    """The INSERTs of a new task, at the end of its siblings, and its event, in the caller's
+    transaction (or, `one_statement` on PostgreSQL without tags, in the INSERT itself)."""
     fields = {**fields, **await _new_place(connection, user_id, fields.get("list_id"), fields.get("parent_id"))}
-    return await _insert_row(connection, user_id, {**fields, **await scheduling.dated_columns(connection, user_id, None, fields)})
+    columns = {**fields, **await scheduling.dated_columns(connection, user_id, None, fields)}
+    task = await _insert_row(connection, user_id, columns, one_statement)
+    if not one_statement:
+        await events.record(connection, user_id, [(events.TASK_CREATED, task["id"], public(task))])
+    return task
 
 
-async def _insert_row(connection: Connection, user_id: str, columns: Changes) -> dict[str, Any]:
+async def _insert_row(connection: Connection, user_id: str, columns: Changes, one_statement: bool = False) -> dict[str, Any]:
+    """The task's rows (task, tags, reminders); with `one_statement` (PostgreSQL, no tags, no
+    reminders) the INSERT that also records its task.created event. Other events: the caller's."""
     now = utc_now()
     task = {
         "user_id": user_id,
@@ -107,6 +122,9 @@ async def _insert_row(connection: Connection, user_id: str, columns: Changes) ->
         "version": 1,
     }
     with tree.references_checked(lambda: _reference_gone("parent_id" if task["parent_id"] else "list_id")):
+        if one_statement:
+            task["id"] = await connection.fetch_value(INSERT_TASK_WITH_EVENT, {**task, "owner": user_id})
+            return task
         task["id"] = await connection.fetch_value(INSERT_TASK, task)
     await _insert_tags(connection, task)
     if task["reminders"]:
@@ -167,15 +185,16 @@ async def change_task(
         if written:
             return written
     relisted = False
-    async with db.transaction() if several_statements or completing else db.connect() as connection:
+    if db.dialect == "postgresql" and not several_statements and not completing:
+        return await _change_in_one_statement(db, user_id, task_id, values, completion, versions)
+    async with db.transaction() as connection:
         if dated:
             values = await _with_dated_columns(connection, user_id, task_id, values)
         if move is not None:
             place, relisted = await _place_of_move(connection, user_id, task_id, move)
             values.update(place)
         statement = _update_statement(tuple(sorted(values)), completion, _count(versions))
-        params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **numbered("if_match", versions)}
-        params.update({f"new_{field}": value for field, value in values.items()})
+        params = _update_params(user_id, task_id, values, versions)
         with tree.references_checked(lambda: _reference_gone("parent_id" if move and move.parent_id else "list_id")):
             written = await connection.fetch_all(statement, params)
         task = next((row for row in written if row["id"] == task_id), None)
@@ -189,22 +208,52 @@ async def change_task(
             await reminders.replace_rows(connection, task)
         if relisted:
             others += await connection.fetch_all(RELIST_SUBTREE, {"task_id": task_id, "owner": user_id, **_relist(task)})
+        created: list[Row] = []
         if completing:
             task, others, created = await _continue_series(connection, task, others, params["now"])
-            others += created
-    return [task, *others]
+        await events.record(connection, user_id, [
+            *((events.TASK_UPDATED, row["id"], public(row)) for row in [task, *others]),
+            *((events.TASK_CREATED, row["id"], public(row)) for row in created),
+        ])
+    return [task, *others, *created]
+
+
+async def _change_in_one_statement(
+    db: Database, user_id: str, task_id: int, values: Changes, completion: str | None, versions: list[int] | None
+) -> list[Row]:
+    """PostgreSQL, no tags, no move, no dated field, no completion: the UPDATE and its event in one
+    statement (events.with_event), as cheap as the UPDATE alone was."""
+    statement = _update_statement(tuple(sorted(values)), completion, _count(versions))
+    params = _update_params(user_id, task_id, values, versions)
+    async with db.connect() as connection:
+        written = await connection.fetch_all(events.with_event(statement, events.TASK_UPDATED, task_json), params)
+        task = next((row for row in written if row["id"] == task_id), None)
+        if task is None:
+            await _explain_miss(connection, user_id, task_id)
+    return [task, *(row for row in written if row["id"] != task_id)]
+
+
+def _update_params(user_id: str, task_id: int, values: Changes, versions: list[int] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **numbered("if_match", versions)}
+    params.update({f"new_{field}": value for field, value in values.items()})
+    return params
 
 
 async def _complete_unless_recurring(
     db: Database, user_id: str, task_id: int, values: Changes, completion: str, versions: list[int] | None
 ) -> list[Row]:
     """The completion as one statement that writes nothing when a task it would complete recurs
-    (or when it matches no row: the caller's transaction then tells 404 from 412)."""
+    (or when it matches no row: the caller's transaction then tells 404 from 412), with an event
+    per task it completed (none when it writes nothing)."""
     statement = _update_statement(tuple(sorted(values)), completion, _count(versions), unless_recurring=True)
-    params: dict[str, Any] = {"task_id": task_id, "owner": user_id, "now": utc_now(), **numbered("if_match", versions)}
-    params.update({f"new_{field}": value for field, value in values.items()})
-    async with db.connect() as connection:
-        written = await connection.fetch_all(statement, params)
+    params = _update_params(user_id, task_id, values, versions)
+    if db.dialect == "postgresql":  # the UPDATE and an event per task it completed: one statement
+        async with db.connect() as connection:
+            written = await connection.fetch_all(events.with_event(statement, events.TASK_UPDATED, task_json), params)
+    else:
+        async with db.transaction() as connection:
+            written = await connection.fetch_all(statement, params)
+            await events.record(connection, user_id, [(events.TASK_UPDATED, row["id"], public(row)) for row in written])
     task = next((row for row in written if row["id"] == task_id), None)
     return [task, *(row for row in written if row["id"] != task_id)] if task is not None else []
 
@@ -235,7 +284,8 @@ async def _continue_series(
 
 async def continue_series(connection: Connection, task: Row) -> tuple[Row, Row | None]:
     """After `task` was completed: if it recurs and has no next occurrence yet, create it right
-    after it (same list and parent) and link it, in the caller's transaction."""
+    after it (same list and parent) and link it, in the caller's transaction. The caller records
+    the events (task.updated for `task`, task.created for the occurrence)."""
     following = await scheduling.next_occurrence(connection, task)
     if following is None:
         return task, None
@@ -274,10 +324,18 @@ async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precon
     versions = if_match.versions(task_id)
     params = {"task_id": task_id, "owner": user_id, **numbered("if_match", versions)}
     with tree.references_checked(_subtask_added):
-        async with db.connect() as connection:  # task_tag rows go with them (ON DELETE CASCADE)
+        if db.dialect == "postgresql":  # the deletes and their events in one statement (events.with_event)
+            async with db.connect() as connection:
+                statement = events.with_event(_delete_statement(_count(versions)), events.TASK_DELETED, None)
+                deleted = [row["id"] for row in await connection.fetch_all(statement, params)]
+                if not deleted:
+                    await _explain_miss(connection, user_id, task_id)
+            return deleted
+        async with db.transaction() as connection:  # task_tag rows go with them (ON DELETE CASCADE)
             deleted = [row["id"] for row in await connection.fetch_all(_delete_statement(_count(versions)), params)]
             if not deleted:
                 await _explain_miss(connection, user_id, task_id)
+            await events.record(connection, user_id, deletions(deleted))
     return deleted
 
 
@@ -288,6 +346,10 @@ async def complete_task(db: Database, user_id: str, task_id: int) -> dict[str, A
     if task["completed"]:
         return task
     return await modify_task(db, user_id, task_id, {"completed": True}, Precondition(None))
+
+
+def deletions(task_ids: list[int]) -> list[tuple[str, int, None]]:
+    return [(events.TASK_DELETED, task_id, None) for task_id in task_ids]
 
 
 def check_ids(list_id: int | None, parent_id: int | None) -> None:
@@ -326,10 +388,11 @@ async def delete_completed(db: Database, user_id: str, list_id: int | None = Non
     check_ids(list_id, None)
     params = {"owner": user_id, "list_id": list_id}
     with tree.references_checked(_subtask_added):
-        async with db.connect() as connection:
+        async with db.transaction() as connection:
             deleted = [row["id"] for row in await connection.fetch_all(_delete_completed_statement(list_id is not None), params)]
             if not deleted:
                 await check_scope(connection, user_id, list_id, None)
+            await events.record(connection, user_id, deletions(deleted))
     return deleted
 
 
@@ -350,6 +413,26 @@ LINK_NEXT_OCCURRENCE = (
 INSERTED_COLUMNS = (*PUBLIC_COLUMNS[1:], "all_day", "series_start", "series_index", "version")
 INSERT_TASK = (
     sa.insert(task_table).values({name: sa.bindparam(name) for name in INSERTED_COLUMNS}).returning(task_table.c.id)
+)
+
+
+def task_json(row: Any) -> sa.ColumnElement:
+    """PostgreSQL: a written row as the API returns it (public fields, in order), for its event's data."""
+    times = {"completed_at", "created_at", "updated_at"}
+    pairs = []
+    for name in PUBLIC_COLUMNS:
+        if name == "due_date":  # dates.due_value: the all-day date, else the moment
+            value = sa.func.coalesce(row.all_day, events.api_timestamp(row.due_date))
+        else:
+            value = events.api_timestamp(row[name]) if name in times else row[name]
+        pairs += [sa.literal_column(f"'{name}'"), value]
+    return sa.func.json_build_object(*pairs, type_=sa.JSON)
+
+
+INSERT_TASK_WITH_EVENT = events.with_event(
+    sa.insert(task_table).values({name: sa.bindparam(name) for name in INSERTED_COLUMNS}).returning(*SELECTED_COLUMNS),
+    events.TASK_CREATED,
+    task_json,
 )
 DELETE_TAGS = sa.delete(tag_table).where(tag_table.c.task_id == sa.bindparam("task_id"))
 

@@ -159,6 +159,24 @@ def test_add_task_returns_the_hackathon_fields_and_the_task_as_rest_returns_it(a
     assert alice.rest.get(f"/api/tasks/{task['id']}").json() == task
 
 
+def test_tool_writes_are_events_in_the_change_feed_like_rest_writes(alice, bob):
+    cursor = alice.rest.get("/api/changes").json()["cursor"]
+    bob_cursor = bob.rest.get("/api/changes").json()["cursor"]
+    added = alice.ok("add_task", title="From the agent", due_date="2026-12-01T18:00:00Z")["task"]
+    updated = alice.ok("update_task", task_id=added["id"], priority="high")["task"]
+    completed = alice.ok("complete_task", task_id=added["id"])["task"]
+    alice.ok("complete_task", task_id=added["id"])  # already completed: no write, no event
+    alice.ok("delete_task", task_id=added["id"])
+    page = alice.rest.get("/api/changes", params={"since": cursor}).json()
+    assert [(change["type"], change["id"], change["data"]) for change in page["changes"]] == [
+        ("task.created", added["id"], added),
+        ("task.updated", added["id"], updated),
+        ("task.updated", added["id"], completed),
+        ("task.deleted", added["id"], None),
+    ]
+    assert bob.rest.get("/api/changes", params={"since": bob_cursor}).json()["changes"] == []
+
+
 def test_list_tasks_filters_pages_and_counts_like_the_rest_list(alice, bob):
     for priority in ("high", "low", "high"):
         alice.create(title=f"{priority} one", priority=priority)

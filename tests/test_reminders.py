@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import sqlalchemy as sa
 
+import events
 import reminders
 from conftest import TEST_SECRET, make_settings, mint_token
 from db import Database
@@ -143,24 +144,30 @@ def reminder_rows(sql_engine, task_ids: list[int]) -> list[dict]:
         return [dict(row) for row in rows]
 
 
-def fire(database_url: str, now: datetime, databases: int = 1) -> list[dict]:
-    """`databases` processes' worth of pools, each firing at once; every announced row."""
-    announced: list[dict] = []
-
-    async def collect(_connection, rows):
-        announced.extend(rows)
+def fire(database_url: str, sql_engine, now: datetime, databases: int = 1) -> list[dict]:
+    """`databases` processes' worth of pools, each firing at once, twice (the second round finds
+    nothing left); every `reminder.due` event row they recorded, with its data."""
+    event = events.event_table
+    with sql_engine.connect() as connection:
+        before = connection.execute(sa.select(sa.func.coalesce(sa.func.max(event.c.id), 0))).scalar_one()
 
     async def run():
         pools = [Database(make_settings(database_url)) for _ in range(databases)]
         try:
-            for _ in range(2):  # a second round finds nothing left
-                await asyncio.gather(*(reminders.fire_due(pool, now, collect) for pool in pools))
+            for _ in range(2):
+                await asyncio.gather(*(reminders.fire_due(pool, now) for pool in pools))
         finally:
             for pool in pools:
                 await pool.close()
 
     asyncio.run(run())
-    return announced
+    with sql_engine.connect() as connection:
+        rows = connection.execute(
+            sa.select(event.c.user_id, event.c.seq, event.c.entity_id, event.c.data)
+            .where(event.c.id > before, event.c.type == events.REMINDER_DUE)
+            .order_by(event.c.id)
+        ).mappings()
+        return [{"user_id": row["user_id"], "seq": row["seq"], "task_id": row["entity_id"], **row["data"]} for row in rows]
 
 
 def test_each_due_reminder_of_an_open_task_fires_exactly_once_across_pools(alice, database_url, sql_engine):
@@ -173,9 +180,14 @@ def test_each_due_reminder_of_an_open_task_fires_exactly_once_across_pools(alice
     alice.delete(f"/api/tasks/{gone['id']}")
     future = alice.create_task(title="future", reminders=[{"at": z(at + timedelta(minutes=5))}])
     mine = {task["id"] for task in tasks}
-    announced = [row for row in fire(database_url, at + timedelta(seconds=1), databases=4) if row["task_id"] in mine | {closed["id"], future["id"]}]
+    announced = [row for row in fire(database_url, sql_engine, at + timedelta(seconds=1), databases=4) if row["task_id"] in mine | {closed["id"], future["id"]}]
     assert sorted(row["task_id"] for row in announced) == sorted(mine)
     assert announced[0]["title"].startswith("t") and announced[0]["user_id"] == alice.user_id
+    first = next(row for row in announced if row["task_id"] == tasks[0]["id"])
+    # The reminder as /api/reminders lists it.
+    assert {key: first[key] for key in ("title", "due_date", "fire_at", "reminder")} == {
+        "title": "t0", "due_date": None, "fire_at": z(at), "reminder": {"at": z(at), "fire_at": z(at)},
+    }
     states = {row["task_id"]: row["state"] for row in reminder_rows(sql_engine, [*mine, closed["id"], future["id"]])}
     assert states == {**{task_id: "fired" for task_id in mine}, closed["id"]: None, future["id"]: None}
 
@@ -184,20 +196,20 @@ def test_a_reminder_late_by_less_than_24_hours_fires_an_older_one_is_skipped(ali
     at = soon(hours=3)
     late = alice.create_task(title="late", reminders=[{"at": z(at)}])
     too_late = alice.create_task(title="too late", reminders=[{"at": z(at - timedelta(hours=25))}])
-    announced = fire(database_url, at + timedelta(hours=23))
+    announced = fire(database_url, sql_engine, at + timedelta(hours=23))
     assert late["id"] in [row["task_id"] for row in announced]
     assert too_late["id"] not in [row["task_id"] for row in announced]
     states = {row["task_id"]: row["state"] for row in reminder_rows(sql_engine, [late["id"], too_late["id"]])}
     assert states == {late["id"]: "fired", too_late["id"]: "skipped"}
 
 
-def test_editing_a_task_does_not_fire_its_fired_reminder_again(alice, database_url):
+def test_editing_a_task_does_not_fire_its_fired_reminder_again(alice, database_url, sql_engine):
     at = soon(hours=4)
     task = alice.create_task(due_date=z(at + timedelta(minutes=30)), reminders=[{"at": z(at)}, {"before_minutes": 30}])
-    assert len([row for row in fire(database_url, at + timedelta(seconds=1)) if row["task_id"] == task["id"]]) == 2
+    assert len([row for row in fire(database_url, sql_engine, at + timedelta(seconds=1)) if row["task_id"] == task["id"]]) == 2
     alice.patch(f"/api/tasks/{task['id']}", json={"due_date": z(at + timedelta(minutes=40)), "title": "moved"})
-    refired = [row for row in fire(database_url, at + timedelta(minutes=11)) if row["task_id"] == task["id"]]
-    assert [row["before_minutes"] for row in refired] == [30]  # the moved relative one; the absolute one stays fired
+    refired = [row for row in fire(database_url, sql_engine, at + timedelta(minutes=11)) if row["task_id"] == task["id"]]
+    assert [row["reminder"].get("before_minutes") for row in refired] == [30]  # the moved relative one; the absolute one stays fired
 
 
 @pytest.mark.slow
@@ -229,14 +241,21 @@ def test_two_instances_with_two_workers_fire_each_reminder_once_within_a_minute(
             if states and all(state == "fired" for state in states):
                 break
             time.sleep(0.5)
-        engine.dispose()
         assert states == ["fired"] * 6
+        time.sleep(1)  # a second firing, if there were one, would have been recorded by now
+        with engine.connect() as connection:
+            fired = connection.execute(
+                sa.select(events.event_table.c.entity_id).where(events.event_table.c.type == events.REMINDER_DUE)
+            ).scalars().all()
+        engine.dispose()
+        assert sorted(fired) == sorted(ids)  # exactly one reminder.due per reminder
+        page = httpx.get(servers[0].url + "/api/changes", params={"since": "v1.0"}, headers={"Authorization": f"Bearer {token}"}).json()
+        due = [change for change in page["changes"] if change["type"] == "reminder.due"]
+        assert sorted(change["id"] for change in due) == sorted(ids)
+        assert due[0]["data"]["reminder"] == {"at": z(at), "fire_at": z(at)}
     finally:
         for server in servers:
             server.stop()
-    logged = "".join(server.output() for server in servers)
-    for task_id in ids:
-        assert logged.count(f'"task_id":{task_id},') + logged.count(f'"task_id": {task_id},') == 1, logged[-2000:]
 
 
 def test_a_settings_change_moves_the_reminders_of_all_day_tasks_that_follow_it(alice):

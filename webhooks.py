@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpx
 import sqlalchemy as sa
@@ -54,6 +54,9 @@ lease_table: sa.Table = WebhookLease.__table__
 
 CONTENT_TYPE = "application/cloudevents+json"
 USER_AGENT = "task-api-webhooks/1.0"
+# In EVENTS_WEBHOOK_URL, replaced by the user id (URL-encoded): a Dapr sidecar's
+# `?metadata.partitionKey={subject}` keeps each user's events on one Kafka partition, in order.
+SUBJECT_PLACEHOLDER = "{subject}"
 LEASE_NAME = "events-webhook"  # the row migration 0006 creates
 LEASE_SECONDS = 10.0
 RENEW_SECONDS = 2.0
@@ -178,6 +181,10 @@ def retry_delay(failures: int, cap: float, retry_after: float | None = None, ran
     if retry_after is not None:
         delay = max(delay, min(retry_after, cap))
     return delay
+
+
+def url_for(url: str, user_id: str) -> str:
+    return url.replace(SUBJECT_PLACEHOLDER, quote(user_id, safe="")) if SUBJECT_PLACEHOLDER in url else url
 
 
 def receiver_name(url: str) -> str:
@@ -369,7 +376,7 @@ class Dispatcher:
         headers = request_headers(msg_id, body, self.key, time.time())
         try:
             async with asyncio.timeout(self.timeout):  # the whole exchange, not each phase
-                async with client.stream("POST", self.url, content=body, headers=headers) as response:
+                async with client.stream("POST", url_for(self.url, user_id), content=body, headers=headers) as response:
                     status, retry_after = response.status_code, response.headers.get("retry-after")
                     await _drain(response)
         except TimeoutError:

@@ -86,7 +86,7 @@ def make_changes(server: LiveServer, user_id: str, count: int) -> list[dict]:
 def test_every_event_arrives_as_a_signed_cloudevent(backend, scratch_database, receiver):
     alice, bob = new_user("alice"), new_user("bob")
     receiver.path = "/hooks/events"
-    url_with_credentials = f"http://hook:pw-{uuid.uuid4().hex}@127.0.0.1:{receiver.port}/hooks/events?token=tk-{uuid.uuid4().hex}"
+    url_with_credentials = f"http://hook:pw-{uuid.uuid4().hex}@127.0.0.1:{receiver.port}/hooks/events?token=tk-{uuid.uuid4().hex}&key={{subject}}"
     env = webhook_env(receiver, EVENTS_WEBHOOK_URL=url_with_credentials)
     with LiveServer(scratch_database(backend), secret=TEST_SECRET, env=env) as server:
         with api(server, alice) as client:
@@ -99,6 +99,8 @@ def test_every_event_arrives_as_a_signed_cloudevent(backend, scratch_database, r
     output = server.output()
 
     for request in receiver.requests:
+        assert request.path.startswith("/hooks/events?token=tk-")
+        assert request.path.endswith(f"&key={request.event['subject']}")  # {subject} in the URL
         assert request.headers["content-type"] == "application/cloudevents+json"
         assert request.headers["webhook-id"] == request.event["id"]
         verify_standard_webhook(WEBHOOK_SECRET, request)
@@ -171,6 +173,12 @@ def test_retry_pauses_grow_with_jitter_up_to_the_cap():
     assert webhooks.retry_delay(1000, 300, rand=lambda: 1.0) == 300
     assert webhooks.retry_delay(1, 300, retry_after=30, rand=lambda: 0.0) == 30  # Retry-After honoured
     assert webhooks.retry_delay(1, 60, retry_after=3600, rand=lambda: 0.0) == 60  # but never past the cap
+
+
+def test_subject_in_the_url_is_the_url_encoded_user_id():
+    url = "http://localhost:3500/v1.0/publish/pubsub/tasks?metadata.partitionKey={subject}"
+    assert webhooks.url_for(url, "user/1 &x") == url.replace("{subject}", "user%2F1%20%26x")
+    assert webhooks.url_for("http://h/in", "u") == "http://h/in"
 
 
 def test_receiver_name_leaves_credentials_and_query_out():

@@ -22,6 +22,7 @@ from live_server import free_port
 
 @dataclass
 class Received:
+    path: str  # with the query string
     headers: dict[str, str]  # lower-cased names
     body: bytes
     status: int = 0  # what the receiver answered
@@ -52,7 +53,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                request = Received({name.lower(): value for name, value in self.headers.items()}, body)
+                request = Received(self.path, {name.lower(): value for name, value in self.headers.items()}, body)
                 if receiver.hang.is_set():
                     receiver.release.wait(timeout=60)
                 with receiver._lock:

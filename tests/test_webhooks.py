@@ -93,6 +93,8 @@ def test_every_event_arrives_as_a_signed_cloudevent(backend, scratch_database, r
             created = client.post("/api/tasks", json={"title": "Buy milk", "tags": ["home"]})
             updated = client.patch(f"/api/tasks/{created.json()['id']}", json={"completed": True})
             assert client.delete(f"/api/tasks/{created.json()['id']}").status_code == 204
+            feed = client.get("/api/changes", params={"since": "v1.0"})
+            assert feed.status_code == 200, feed.text
         with api(server, bob) as client:
             bobs = client.post("/api/tasks", json={"title": "Bob's"})
         receiver.wait_for(lambda: len(receiver.acknowledged()) == 4)
@@ -118,6 +120,7 @@ def test_every_event_arrives_as_a_signed_cloudevent(backend, scratch_database, r
     }
     assert first["id"].startswith("evt_")
     assert len({event["id"] for event in events[alice] + events[bob]}) == 4
+    assert [event["data"] for event in events[alice]] == feed.json()["changes"]  # exactly as /api/changes
     assert [event["data"]["data"] for event in events[alice]] == [created.json(), updated.json(), None]
     assert [event["data"]["id"] for event in events[alice]] == [created.json()["id"]] * 3
     assert seqs(events[alice]) == sorted(seqs(events[alice]))

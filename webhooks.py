@@ -351,11 +351,11 @@ class Dispatcher:
 
     async def _deliver_user(self, client: httpx.AsyncClient, user: Row) -> None:
         """Send one user's next events in order; stop at the first failure (its retry is scheduled)."""
-        user_id, failures = user["user_id"], user["failures"]
+        user_id, delivered_seq, failures = user["user_id"], user["delivered_seq"], user["failures"]
         async with self.db.connect() as connection:
-            batch = await connection.fetch_all(EVENTS_AFTER, {"owner": user_id, "after": user["delivered_seq"]})
+            batch = await connection.fetch_all(EVENTS_AFTER, {"owner": user_id, "after": delivered_seq})
         if not batch:  # counted but no longer there: the retention purge removed them first
-            log.warning("events purged before delivery", extra={"count": user["last_seq"] - user["delivered_seq"]})
+            log.warning("events purged before delivery", extra={"count": user["last_seq"] - delivered_seq})
             await self._acknowledge(user_id, user["last_seq"])
             return
         for event in batch:
@@ -363,11 +363,10 @@ class Dispatcher:
                 return
             failure = await self._send(client, event, user_id)
             if failure is not None:
-                await self._record_failure(user_id, user["delivered_seq"], failures + 1, failure, message_id(event))
+                await self._record_failure(user_id, delivered_seq, failures + 1, failure, message_id(event))
                 return
             await self._acknowledge(user_id, event["seq"])
-            user = {**user, "delivered_seq": event["seq"]}
-            failures = 0
+            delivered_seq, failures = event["seq"], 0
 
     async def _send(self, client: httpx.AsyncClient, event: Row, user_id: str) -> Failure | None:
         """One POST; None when the receiver acknowledged it (2xx)."""

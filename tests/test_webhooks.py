@@ -62,6 +62,12 @@ def seqs(events: list[dict]) -> list[int]:
     return [int(event["data"]["cursor"].split(".")[1]) for event in events]
 
 
+def pending_metric(server: LiveServer) -> float:
+    text = httpx.get(server.url + "/metrics", timeout=10).text
+    [line] = [line for line in text.splitlines() if line.startswith("task_api_events_pending_delivery ")]
+    return float(line.split()[1])
+
+
 def make_changes(server: LiveServer, user_id: str, count: int) -> list[dict]:
     """`count` task writes (creates, then updates of the first), the API's answers in order."""
     answers = []
@@ -289,9 +295,11 @@ def test_a_failing_then_unreachable_receiver_gets_everything_in_order_once_it_re
             make_changes(server, user_id, 3)
         receiver.wait_for(lambda: "ConnectError" in server.output(), what="(refused) attempts")
         failed_attempts = list(receiver.requests)
+        assert pending_metric(server) == 12  # "events waiting for delivery": none acknowledged yet
         receiver.answer = lambda _request: 204
         receiver.start()
         receiver.wait_for(lambda: len(receiver.acknowledged()) == 12)
+        receiver.wait_for(lambda: pending_metric(server) == 0, what="a pending count of 0")
         output = server.output()
 
     events = by_user(receiver.acknowledged())

@@ -1,5 +1,8 @@
 """Settings, read once at start from the environment and `.env`, refused when unsafe."""
+import base64
+import binascii
 from functools import cached_property
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,13 +15,24 @@ KNOWN_PLACEHOLDER_SECRETS = {
     "change-me-to-a-random-string-of-32-chars",
     "better-auth-secret-123456789012345678901234567890",
 }
+# Standard Webhooks: a secret is 24 to 64 random bytes, written as `whsec_` + base64.
+WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_MIN_BYTES = 24
+WEBHOOK_SECRET_HOW_TO = (
+    "Generate one with: python -c \"import base64, secrets; "
+    "print('whsec_' + base64.b64encode(secrets.token_bytes(32)).decode())\""
+)
 
 
 class DatabaseSettings(BaseSettings):
     """What migrations need: only the database. The service's Settings add the rest."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        hide_input_in_errors=True,  # a refused setting may be a secret or a URL with a password
     )
 
     database_url: str = Field(
@@ -81,6 +95,13 @@ class Settings(DatabaseSettings):
 
     log_level: str = "INFO"
 
+    # Outbound events (webhooks.py): every event POSTed as a CloudEvent, signed when a secret is set.
+    events_webhook_url: str | None = None
+    events_webhook_secret: SecretStr | None = None
+    events_webhook_source: str = Field("task-api", min_length=1, max_length=255)
+    events_webhook_timeout_seconds: float = Field(10.0, gt=0, le=300)
+    events_webhook_max_backoff_seconds: float = Field(300.0, ge=1, le=86_400)
+
     @field_validator("better_auth_secret", mode="before")
     @classmethod
     def refuse_weak_secret(cls, secret: str | None) -> str | None:
@@ -105,6 +126,28 @@ class Settings(DatabaseSettings):
     @classmethod
     def blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if isinstance(value, str) else value
+
+    @field_validator("events_webhook_url", mode="before")
+    @classmethod
+    def require_http_url(cls, url: str | None) -> str | None:
+        url = (url or "").strip()
+        if not url:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "EVENTS_WEBHOOK_URL must be an http:// or https:// URL, e.g. "
+                "http://localhost:3500/v1.0/publish/pubsub/task-events (a Dapr sidecar)."
+            )
+        return url
+
+    @field_validator("events_webhook_secret", mode="before")
+    @classmethod
+    def require_standard_webhooks_secret(cls, secret: str | None) -> str | None:
+        if secret is None or not secret.strip():
+            return None
+        _webhook_key(secret)  # raises with a message that does not echo the secret
+        return secret.strip()
 
     @model_validator(mode="after")
     def require_a_way_to_verify_tokens(self) -> "Settings":
@@ -132,6 +175,11 @@ class Settings(DatabaseSettings):
         return _url_variants(self.jwt_audience or self.better_auth_url)
 
     @cached_property
+    def events_webhook_key(self) -> bytes | None:
+        """The HMAC key of Standard Webhooks signatures: the secret's base64 part, decoded."""
+        return _webhook_key(self.events_webhook_secret.get_secret_value()) if self.events_webhook_secret else None
+
+    @cached_property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
@@ -141,3 +189,20 @@ def _url_variants(value: str | None) -> list[str] | None:
     if not value:
         return None
     return list(dict.fromkeys([value, value.rstrip("/")]))
+
+
+def _webhook_key(secret: str) -> bytes:
+    encoded = secret.strip().removeprefix(WEBHOOK_SECRET_PREFIX)
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(
+            "EVENTS_WEBHOOK_SECRET must be a Standard Webhooks secret: `whsec_` followed by base64 "
+            f"(the `whsec_` prefix is optional). {WEBHOOK_SECRET_HOW_TO}"
+        ) from None
+    if len(key) < WEBHOOK_SECRET_MIN_BYTES:
+        raise ValueError(
+            f"EVENTS_WEBHOOK_SECRET decodes to {len(key)} bytes; Standard Webhooks secrets are at least "
+            f"{WEBHOOK_SECRET_MIN_BYTES}. {WEBHOOK_SECRET_HOW_TO}"
+        )
+    return key

@@ -40,6 +40,9 @@ def configure_logging(level: str) -> None:
     root.setLevel(level.upper())
     # Our own access log replaces uvicorn's (which would not carry the request id or user).
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every request with its full URL at INFO: a webhook URL may carry credentials or a
+    # token (webhooks.py logs the receiver without them), and one line per event is noise anyway.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -46,6 +46,7 @@ from routes import metrics as metrics_route
 from routes import reminders as reminder_routes
 from routes import settings as settings_routes
 from schemas import ErrorBody
+from webhooks import Dispatcher
 
 API_DESCRIPTION = """
 A multi-user task API for Next.js + Better Auth frontends.
@@ -110,8 +111,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     reminders.fire_reminders_forever(app.state.database, settings.reminder_poll_seconds)
                 )
             )
+        dispatcher = Dispatcher(settings, app.state.database) if settings.events_webhook_url else None
+        if dispatcher is not None:
+            dispatcher.start()
         async with app.state.mcp.running():
             yield
+        if dispatcher is not None:
+            await dispatcher.stop()
         purge.cancel()
         await app.state.change_notifier.close()
         for task in background:

@@ -80,6 +80,9 @@ METRICS_DIRECTORY = _choose_directory()
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram  # noqa: E402
 from prometheus_client import generate_latest, multiprocess  # noqa: E402
 
+import webhooks  # noqa: E402
+from db import DatabaseUnavailable  # noqa: E402
+
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 POOL_SAMPLE_SECONDS = 1.0
@@ -104,6 +107,12 @@ POOL_WAITING = Gauge(
 POOL_OPEN = Gauge("task_api_db_pool_connections_open", "Open database connections.", multiprocess_mode="livesum")
 POOL_MAX = Gauge(
     "task_api_db_pool_connections_max", "The most database connections the pools may open.", multiprocess_mode="livesum"
+)
+# Read from the database at a scrape: the same in every worker, so the latest value is the instance's.
+EVENTS_PENDING = Gauge(
+    "task_api_events_pending_delivery",
+    "Events recorded but not yet acknowledged by EVENTS_WEBHOOK_URL (0 when it is not set).",
+    multiprocess_mode="mostrecent",
 )
 
 _request_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -145,10 +154,12 @@ async def sample_pool_forever(database: Any) -> None:
 async def refresh_at_scrape(app: Any) -> None:
     """Gauges read when /metrics is scraped, in the worker that serves the scrape.
 
-    The place for values that belong to the instance (or the database) rather than to one worker:
-    issue 13 adds "events waiting for delivery" here (one COUNT on the outbox, set on a Gauge with
-    multiprocess_mode="mostrecent")."""
+    The place for values that belong to the instance (or the database) rather than to one worker.
+    With the database down the events gauge keeps its last value (the scrape still answers)."""
     sample_pool(app.state.database)
+    if app.state.settings.events_webhook_url:
+        with contextlib.suppress(DatabaseUnavailable):
+            EVENTS_PENDING.set(await webhooks.pending_count(app.state.database))
 
 
 def exposition() -> tuple[bytes, str]:

@@ -218,3 +218,31 @@ class UserEventCounter(SQLModel, table=True):
 
     user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), primary_key=True))
     seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """How far each user's events have gone out to EVENTS_WEBHOOK_URL (webhooks.py): every event
+    with `seq <= delivered_seq` was acknowledged with a 2xx. After a failure, `retry_at` holds the
+    user's queue back (the events after it wait: they go out in order)."""
+
+    __tablename__ = "webhook_delivery"
+
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), primary_key=True))
+    delivered_seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    failures: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False))
+    retry_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
+    # Why the last attempt failed ("HTTP 500", "ConnectError"), for an operator looking at the table.
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.String(200), nullable=True))
+    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class WebhookLease(SQLModel, table=True):
+    """Who delivers webhooks: one process across all workers and instances. The holder bumps
+    `token` every few seconds; another process takes over when it has seen the same token for a
+    whole lease period (measured on its own monotonic clock, so clocks need not agree)."""
+
+    __tablename__ = "webhook_lease"
+
+    name: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    holder: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    token: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))

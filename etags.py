@@ -11,6 +11,11 @@ def list_etag(row: dict[str, Any]) -> str:
     return f'"{row["id"]}.{row["version"]}.{row["task_count"]}.{row["completed_count"]}"'
 
 
+def matches_if_none_match(header: str | None, etag: str) -> bool:
+    """If-None-Match names this ETag (or `*`): the client's copy is current, answer 304."""
+    return bool(header) and (header.strip() == "*" or etag in {tag.strip() for tag in header.split(",")})
+
+
 class Precondition:
     """An If-Match header: `*`, or a list of ETags. Absent means unconditional."""
 

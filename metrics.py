@@ -38,14 +38,18 @@ def _process_start_time(pid: int) -> str:
     return stat[stat.rindex(")") + 2:].split()[19]
 
 
-def _is_alive(pid: int, start_time: str) -> bool:
+def _pid_exists(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         pass
-    return _process_start_time(pid) == start_time
+    return True
+
+
+def _is_alive(pid: int, start_time: str) -> bool:
+    return _pid_exists(pid) and _process_start_time(pid) == start_time
 
 
 def _remove_directories_of_gone_instances(keep: Path) -> None:
@@ -179,15 +183,6 @@ def _forget_dead_workers() -> None:
         if pid.isdigit() and not _pid_exists(int(pid)):
             multiprocess.mark_process_dead(int(pid), METRICS_DIRECTORY)
 
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def worker_stopped() -> None:

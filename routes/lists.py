@@ -8,7 +8,7 @@ import lists
 import tree
 from auth import CurrentUser
 from db import DatabaseDep
-from etags import Precondition, list_etag
+from etags import Precondition, list_etag, matches_if_none_match
 from responses import FastJSONResponse
 from routes.tasks import BODY_ERRORS, IdempotencyKeyHeader, IfNoneMatch, _error
 from schemas import ListCreate, ListPublic, ListUpdate, Placement
@@ -83,7 +83,7 @@ async def create_list(
 async def read_list(list_id: ListId, user: CurrentUser, db: DatabaseDep, if_none_match: IfNoneMatch = None) -> Response:
     row = await lists.get_list(db, user.user_id, list_id)
     etag = list_etag(row)
-    if if_none_match and (if_none_match.strip() == "*" or etag in {tag.strip() for tag in if_none_match.split(",")}):
+    if matches_if_none_match(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return list_response(row)
 

@@ -10,7 +10,7 @@ import tree
 from auth import CurrentUser
 from db import Database, DatabaseDep
 from errors import Forbidden, ValidationFailed
-from etags import Precondition, task_etag
+from etags import Precondition, matches_if_none_match, task_etag
 from responses import FastJSONResponse
 from routes.listing import ListQuery, link_header
 from schemas import (
@@ -181,7 +181,7 @@ async def read_task(
 ) -> Response:
     task = await store.get_task(db, user.user_id, task_id)
     etag = task_etag(task)
-    if if_none_match and (if_none_match.strip() == "*" or etag in {tag.strip() for tag in if_none_match.split(",")}):
+    if matches_if_none_match(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     return task_response(task)
 

@@ -14,16 +14,8 @@ import settings_store
 import tree
 from db import Database
 from models import PRIORITIES, UTCDateTime
-from store import (
-    PUBLIC_SELECTED,
-    check_ids,
-    check_scope,
-    numbered,
-    numbered_binds,
-    tag_table,
-    task_table,
-    utc_now,
-)
+from store import check_ids, check_scope, utc_now
+from task_sql import PUBLIC_SELECTED, numbered, numbered_binds, tag_table, task_table
 
 
 PRIORITY_RANK = sa.case({"low": 1, "medium": 2, "high": 3}, value=task_table.c.priority)  # high > medium > low

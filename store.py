@@ -1,4 +1,5 @@
-"""Every SQL statement about tasks. Ownership is in every WHERE clause, never checked after loading.
+"""Task writes: create, change, move, complete, delete; their SQL is in task_sql.py. Ownership is in
+every WHERE clause, never checked after loading.
 
 Writes are single statements where they can be: `UPDATE ... WHERE id AND user_id [AND version]
 RETURNING` is both the ownership check and the compare-and-set of If-Match, atomic on both
@@ -34,19 +35,24 @@ import tree
 from db import Connection, Database, Row
 from errors import Conflict, ListNotFound, PreconditionFailed, TaskNotFound, ValidationFailed
 from etags import Precondition
-from models import MAX_ID, Task, TaskTag, UTCDateTime
-
-task_table: sa.Table = Task.__table__
-tag_table: sa.Table = TaskTag.__table__
-PUBLIC_COLUMNS = (
-    "id", "user_id", "title", "description", "completed", "priority", "tags",
-    "due_date", "time_zone", "recurrence", "reminders", "next_occurrence_id",
-    "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
+from models import MAX_ID
+from task_sql import (
+    delete_statement,
+    DELETE_TAGS,
+    FIND_TASK,
+    FIND_TASK_FOR_UPDATE,
+    insert_tags_statement,
+    INSERT_TASK,
+    INSERT_TASK_WITH_EVENT,
+    LINK_NEXT_OCCURRENCE,
+    numbered,
+    PUBLIC_COLUMNS,
+    RELIST_SUBTREE,
+    task_json,
+    task_table,
+    update_statement,
 )
-# `all_day` is read with every task: when set, it is what the task shows as `due_date` (§9).
-PUBLIC_SELECTED = [task_table.c[name] for name in (*PUBLIC_COLUMNS, "all_day")]
-SERIES_COLUMNS = [task_table.c.series_start, task_table.c.series_index]
-SELECTED_COLUMNS = [*PUBLIC_SELECTED, *SERIES_COLUMNS, task_table.c.version]
+
 # Not a client value: `completed` is flipped in SQL, from the row's own value.
 FLIP = object()
 
@@ -193,7 +199,7 @@ async def change_task(
         if move is not None:
             place, relisted = await _place_of_move(connection, user_id, task_id, move)
             values.update(place)
-        statement = _update_statement(tuple(sorted(values)), completion, _count(versions))
+        statement = update_statement(tuple(sorted(values)), completion, _count(versions))
         params = _update_params(user_id, task_id, values, versions)
         with tree.references_checked(lambda: _reference_gone("parent_id" if move and move.parent_id else "list_id")):
             written = await connection.fetch_all(statement, params)
@@ -223,7 +229,7 @@ async def _change_in_one_statement(
 ) -> list[Row]:
     """PostgreSQL, no tags, no move, no dated field, no completion: the UPDATE and its event in one
     statement (events.with_event), as cheap as the UPDATE alone was."""
-    statement = _update_statement(tuple(sorted(values)), completion, _count(versions))
+    statement = update_statement(tuple(sorted(values)), completion, _count(versions))
     params = _update_params(user_id, task_id, values, versions)
     async with db.connect() as connection:
         written = await connection.fetch_all(events.with_event(statement, events.TASK_UPDATED, task_json), params)
@@ -245,7 +251,7 @@ async def _complete_unless_recurring(
     """The completion as one statement that writes nothing when a task it would complete recurs
     (or when it matches no row: the caller's transaction then tells 404 from 412), with an event
     per task it completed (none when it writes nothing)."""
-    statement = _update_statement(tuple(sorted(values)), completion, _count(versions), unless_recurring=True)
+    statement = update_statement(tuple(sorted(values)), completion, _count(versions), unless_recurring=True)
     params = _update_params(user_id, task_id, values, versions)
     if db.dialect == "postgresql":  # the UPDATE and an event per task it completed: one statement
         async with db.connect() as connection:
@@ -326,13 +332,13 @@ async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precon
     with tree.references_checked(_subtask_added):
         if db.dialect == "postgresql":  # the deletes and their events in one statement (events.with_event)
             async with db.connect() as connection:
-                statement = events.with_event(_delete_statement(_count(versions)), events.TASK_DELETED, None)
+                statement = events.with_event(delete_statement(_count(versions)), events.TASK_DELETED, None)
                 deleted = [row["id"] for row in await connection.fetch_all(statement, params)]
                 if not deleted:
                     await _explain_miss(connection, user_id, task_id)
             return deleted
         async with db.transaction() as connection:  # task_tag rows go with them (ON DELETE CASCADE)
-            deleted = [row["id"] for row in await connection.fetch_all(_delete_statement(_count(versions)), params)]
+            deleted = [row["id"] for row in await connection.fetch_all(delete_statement(_count(versions)), params)]
             if not deleted:
                 await _explain_miss(connection, user_id, task_id)
             await events.record(connection, user_id, deletions(deleted))
@@ -396,57 +402,6 @@ async def delete_completed(db: Database, user_id: str, list_id: int | None = Non
     return deleted
 
 
-# Statements are built once (the values come as parameters): rebuilding and re-keying a statement
-# on every call cost SQLAlchemy more CPU than the query itself (bench: 260 -> 120 us per read).
-FIND_TASK = sa.select(*SELECTED_COLUMNS).where(
-    task_table.c.id == sa.bindparam("task_id"), task_table.c.user_id == sa.bindparam("user_id")
-)
-FIND_TASK_FOR_UPDATE = FIND_TASK.with_for_update()  # SQLite: no clause; BEGIN IMMEDIATE already serialises
-LINK_NEXT_OCCURRENCE = (
-    sa.update(task_table)
-    .where(task_table.c.id == sa.bindparam("task_id"), task_table.c.next_occurrence_id.is_(None))
-    .values(next_occurrence_id=sa.bindparam("next_id"))
-)
-
-
-# All but the id, which the database assigns.
-INSERTED_COLUMNS = (*PUBLIC_COLUMNS[1:], "all_day", "series_start", "series_index", "version")
-INSERT_TASK = (
-    sa.insert(task_table).values({name: sa.bindparam(name) for name in INSERTED_COLUMNS}).returning(task_table.c.id)
-)
-
-
-def task_json(row: Any) -> sa.ColumnElement:
-    """PostgreSQL: a written row as the API returns it (public fields, in order), for its event's data."""
-    times = {"completed_at", "created_at", "updated_at"}
-    pairs = []
-    for name in PUBLIC_COLUMNS:
-        if name == "due_date":  # dates.due_value: the all-day date, else the moment
-            value = sa.func.coalesce(row.all_day, events.api_timestamp(row.due_date))
-        else:
-            value = events.api_timestamp(row[name]) if name in times else row[name]
-        pairs += [sa.literal_column(f"'{name}'"), value]
-    return sa.func.json_build_object(*pairs, type_=sa.JSON)
-
-
-INSERT_TASK_WITH_EVENT = events.with_event(
-    sa.insert(task_table).values({name: sa.bindparam(name) for name in INSERTED_COLUMNS}).returning(*SELECTED_COLUMNS),
-    events.TASK_CREATED,
-    task_json,
-)
-DELETE_TAGS = sa.delete(tag_table).where(tag_table.c.task_id == sa.bindparam("task_id"))
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_tags_statement(count: int) -> sa.Insert:
-    rows = [
-        {"task_id": sa.bindparam("task_id"), "user_id": sa.bindparam("owner"),
-         "tag": sa.bindparam(f"tag_{index}"), "tag_key": sa.bindparam(f"tag_key_{index}")}
-        for index in range(count)
-    ]
-    return sa.insert(tag_table).values(rows)
-
-
 async def _find(connection: Connection, user_id: str, task_id: int) -> dict[str, Any] | None:
     if not 1 <= task_id <= MAX_ID:
         return None
@@ -475,124 +430,10 @@ def _count(values: list[Any] | None) -> int | None:
     return None if values is None else len(values)
 
 
-def numbered(prefix: str, values: list[Any] | None) -> dict[str, Any]:
-    """Values for `numbered_binds`: {"tag_0": ..., "tag_1": ...}."""
-    return {f"{prefix}_{index}": value for index, value in enumerate(values or ())}
-
-
-def numbered_binds(prefix: str, count: int) -> list[sa.BindParameter]:
-    """`IN (:tag_0, :tag_1)`: one bind per value, so a statement compiles once per count (an
-    expanding IN would be re-rendered on every call)."""
-    return [sa.bindparam(f"{prefix}_{index}") for index in range(count)]
-
-
-def _version_matches(version_count: int | None, table: sa.FromClause = task_table) -> list[sa.ColumnElement[bool]]:
-    """If-Match as a condition: the row's version is one of the ETags' (none given: no condition;
-    none of them names this task: a condition no row meets)."""
-    if version_count is None:
-        return []
-    if version_count == 0:
-        return [sa.false()]
-    return [table.c.version.in_(numbered_binds("if_match", version_count))]
-
-
-@functools.lru_cache(maxsize=256)
-def _delete_statement(version_count: int | None) -> sa.Delete:
-    """The task (if If-Match allows) and its whole subtree, in one statement."""
-    t = task_table.c
-    root = sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner"), *_version_matches(version_count))
-    doomed = tree.subtree_of(root, "doomed")
-    # Ownership: the subtree starts at the owner's task. The ids alone let the database find the
-    # rows by primary key instead of walking all of the owner's tasks.
-    return sa.delete(task_table).where(t.id.in_(sa.select(doomed.c.id))).returning(t.id)
-
-
-def _now_never_backwards(now: sa.ColumnElement) -> sa.ColumnElement:
-    return sa.case((task_table.c.updated_at < now, now), else_=task_table.c.updated_at)
-
-
-_moved_below = tree.subtree_of(
-    sa.and_(task_table.c.parent_id == sa.bindparam("task_id"), task_table.c.user_id == sa.bindparam("owner")), "moved"
-)
-# A task moved to another list: its subtasks (all levels) follow it there.
-RELIST_SUBTREE = (
-    sa.update(task_table)
-    .where(task_table.c.id.in_(sa.select(_moved_below.c.id)))
-    .values(
-        list_id=sa.bindparam("new_list_id"),
-        updated_at=_now_never_backwards(sa.bindparam("now", type_=UTCDateTime())),
-        version=task_table.c.version + 1,
-    )
-    .returning(*SELECTED_COLUMNS)
-)
-
-
-@functools.lru_cache(maxsize=256)
-def _update_statement(
-    fields: tuple[str, ...], completion: str | None, version_count: int | None, unless_recurring: bool = False
-) -> sa.Update:
-    """The UPDATE for one shape of change, built once (the values come as parameters): the client's
-    fields plus what the server owns (completed_at, updated_at, version), written as expressions
-    of the row's current values, so no read is needed first. A change that completes the task
-    (set or flip) also completes its open subtasks, all levels, in the same statement."""
-    t = task_table.c
-    now = sa.bindparam("now", type_=UTCDateTime())
-    is_task = t.id == sa.bindparam("task_id")
-    cascades = completion in ("set", "flip")
-    values: dict[str, Any] = {}
-    for field in fields:
-        new = sa.bindparam(f"new_{field}", type_=t[field].type)
-        # In a cascade the subtasks get only the completion; `completed` is true for all of them.
-        values[field] = sa.case((is_task, new), else_=t[field]) if cascades and field != "completed" else new
-    if completion == "flip":
-        values["completed"] = sa.case((is_task, sa.not_(t.completed)), else_=sa.true()) if cascades else sa.not_(t.completed)
-        values["completed_at"] = sa.case((t.completed, sa.null()), else_=now)
-    elif completion == "set":
-        values["completed_at"] = sa.case((t.completed, t.completed_at), else_=now)
-    elif completion == "clear":
-        values["completed_at"] = None
-    values["updated_at"] = _now_never_backwards(now)
-    values["version"] = t.version + 1
-    owner = t.user_id == sa.bindparam("owner")  # not `user_id`: a column name
-    where = sa.and_(is_task, *_version_matches(version_count))
-    if cascades:  # ownership: the subtree starts at the owner's task (and subtasks are their parent's owner's)
-        conditions = _task_or_its_open_subtasks(where, version_count)
-        if unless_recurring:
-            conditions.append(sa.not_(_open_recurring_in_family()))
-        return sa.update(task_table).where(*conditions).values(values).returning(*SELECTED_COLUMNS)
-    return sa.update(task_table).where(owner, where).values(values).returning(*SELECTED_COLUMNS)
-
-
-def _task_or_its_open_subtasks(task_condition: sa.ColumnElement[bool], version_count: int | None) -> list[sa.ColumnElement[bool]]:
-    """The task (if `task_condition`), and the open tasks below it when this statement completes
-    it (it is open now, and If-Match allows the write). Reopening completes nothing; completing a
-    completed task neither. Rows are found through the subtree's ids (primary key lookups)."""
-    t = task_table.c
-    task = task_table.alias("completing")
-    completes = (
-        sa.exists()
-        .where(task.c.id == sa.bindparam("task_id"), task.c.user_id == sa.bindparam("owner"), task.c.completed.is_(False))
-        .where(*_version_matches(version_count, task))
-    )
-    family = tree.subtree_of(sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "family")
-    return [t.id.in_(sa.select(family.c.id)), sa.or_(task_condition, sa.and_(t.completed.is_(False), completes))]
-
-
-def _open_recurring_in_family() -> sa.ColumnElement[bool]:
-    """An open recurring task among the task and its subtasks (completing it continues its series)."""
-    t = task_table.c
-    family = tree.subtree_of(sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "recurring_family")
-    member = task_table.alias("member")
-    return (
-        sa.exists()
-        .where(member.c.id.in_(sa.select(family.c.id)), member.c.recurrence.is_not(None), member.c.completed.is_(False))
-    )
-
-
 async def _insert_tags(connection: Connection, task: Any) -> None:
     """All of a task's tag rows in one multi-row INSERT: one round trip."""
     if task["tags"]:
         rows = {}
         for index, tag in enumerate(task["tags"]):
             rows.update({f"tag_{index}": tag, f"tag_key_{index}": tag.lower()})
-        await connection.execute(_insert_tags_statement(len(task["tags"])), {"task_id": task["id"], "owner": task["user_id"], **rows})
+        await connection.execute(insert_tags_statement(len(task["tags"])), {"task_id": task["id"], "owner": task["user_id"], **rows})

@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 import events
+import task_sql
 from conftest import make_settings
 from db import Database
 
@@ -357,6 +358,6 @@ def test_a_write_with_its_events_in_one_statement_is_never_retried_as_a_read():
     import store
     from db import DIALECTS
 
-    statement = events.with_event(store._update_statement(("title",), None, None), events.TASK_UPDATED, store.task_json)
+    statement = events.with_event(task_sql.update_statement(("title",), None, None), events.TASK_UPDATED, task_sql.task_json)
     assert DIALECTS["postgresql"].compile(statement).is_read is False
     assert DIALECTS["postgresql"].compile(store.FIND_TASK).is_read is True

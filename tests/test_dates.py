@@ -116,11 +116,13 @@ def test_changing_the_setting_moves_all_day_tasks_that_follow_it(alice):
 
 
 def test_a_settings_change_never_touches_another_users_tasks(alice, bob):
-    day = today_in(WEST)
+    day = today_in("UTC")  # bob's zone (the default): his task's day is not over yet, whatever the hour
     bobs = bob.create_task(due_date=day)
+    etag = bob.get(f"/api/tasks/{bobs['id']}").headers["ETag"]
     alice.patch("/api/settings", json={"time_zone": EAST})
     assert ids(bob.get("/api/tasks?overdue=true")) == []
-    assert bob.get(f"/api/tasks/{bobs['id']}").json()["due_date"] == day
+    unchanged = bob.get(f"/api/tasks/{bobs['id']}")
+    assert unchanged.json()["due_date"] == day and unchanged.headers["ETag"] == etag
 
 
 def test_due_on_gives_all_day_tasks_of_that_date_and_timed_tasks_of_that_day_in_the_zone(alice):

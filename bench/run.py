@@ -739,7 +739,7 @@ class Bench:
         workers = self.ours_workers()
         seconds = self.args.profile_seconds
         report = {}
-        for route in ("list", "get_one"):
+        for route in self.args.profile_routes.split(","):
             # Same load on both workers: worker 0 sampled with idle threads (wall clock: where a request
             # waits), worker 1 only while a thread holds the GIL (where Python CPU goes).
             # Non-blocking sampling, so the workers are not paused.
@@ -902,6 +902,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-floor", action="store_true", help="ours only (no ratios)")
     p.add_argument("--profile", action="store_true", help="py-spy profile of ours under list and get_one load, then stop")
     p.add_argument("--profile-seconds", type=int, default=10)
+    p.add_argument("--profile-routes", default="list,get_one", help="with --profile: the routes to profile, comma-separated")
     p.add_argument("--rate-limit", type=int, default=0,
                    help="RATE_LIMIT_PER_MINUTE for ours; 0 = off (one user at thousands of req/s would be limited)")
     p.add_argument("--log-level", default="", help="LOG_LEVEL for ours (default: the service's own, as in production)")

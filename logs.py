@@ -1,8 +1,10 @@
 """Structured logs: one JSON object per line, each carrying the request id of its request."""
 import logging
 import sys
+import traceback
 from contextvars import ContextVar
 from datetime import datetime, timezone
+from typing import Any
 
 import orjson
 
@@ -26,6 +28,24 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
+
+    def formatException(self, exc_info: Any) -> str:
+        """The traceback, with each database error reduced to its SQLSTATE and primary message:
+        PostgreSQL's DETAIL quotes the values of the row it refused ("Failing row contains (...)"),
+        which are a user's task contents, and those never go to the log."""
+        _, exception, _ = exc_info
+        whole = formatted = traceback.TracebackException.from_exception(exception)
+        seen: set[int] = set()
+        while exception is not None and formatted is not None and id(exception) not in seen:
+            seen.add(id(exception))
+            diagnostics = getattr(exception, "diag", None)  # a psycopg error
+            if diagnostics is not None:
+                formatted._str = f"[{diagnostics.sqlstate}] {diagnostics.message_primary}"
+            if exception.__cause__ is not None:
+                exception, formatted = exception.__cause__, formatted.__cause__
+            else:
+                exception, formatted = exception.__context__, formatted.__context__
+        return "".join(whole.format()).rstrip("\n")
 
 
 def configure_logging(level: str) -> None:

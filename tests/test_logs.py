@@ -121,12 +121,12 @@ def test_a_database_crash_logs_its_traceback_without_task_contents(database_url,
     from fastapi.testclient import TestClient
 
     marker = f"CONTENT-{uuid.uuid4().hex}"
-    real_insert_tags = store._insert_tags
+    real_insert_row = store._insert_row
 
-    async def broken_insert_tags(connection, task):  # a foreign key that points nowhere: an IntegrityError
-        await real_insert_tags(connection, {**task, "id": 2**31 - 2})
+    async def broken_insert_row(connection, user_id, columns, *args):  # a row its CHECK refuses: an IntegrityError
+        return await real_insert_row(connection, user_id, {**columns, "priority": "urgent"}, *args)
 
-    monkeypatch.setattr(store, "_insert_tags", broken_insert_tags)
+    monkeypatch.setattr(store, "_insert_row", broken_insert_row)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
@@ -146,6 +146,6 @@ def test_a_database_crash_logs_its_traceback_without_task_contents(database_url,
     assert marker not in response.text
     entries = [json.loads(line) for line in stream.getvalue().splitlines()]
     crash = [entry for entry in entries if entry["request_id"] == "crash-1"]
-    # sqlite3.IntegrityError / psycopg.errors.ForeignKeyViolation
-    assert crash and re.search("IntegrityError|ForeignKeyViolation", crash[0]["exception"]), entries
+    # sqlite3.IntegrityError / psycopg.errors.CheckViolation
+    assert crash and re.search("IntegrityError|CheckViolation", crash[0]["exception"]), entries
     assert marker[:40] not in stream.getvalue(), "task contents (SQL parameters) leaked into the error log"

@@ -57,6 +57,10 @@ class Driver:
     async def connect(self, timeout: float) -> Any:
         raise NotImplementedError
 
+    async def execute(self, raw: Any, sql: str, arguments: Any) -> Any:
+        """Run one compiled statement with its values (db.Compiled.arguments); the cursor."""
+        return await raw.execute(sql, arguments)
+
     def is_idle(self, raw: Any) -> bool:
         """Open and outside a transaction (may go back to the pool, or a statement may be retried)."""
         raise NotImplementedError
@@ -141,6 +145,9 @@ class PostgresDriver(Driver):
     @staticmethod
     async def configure(raw: psycopg.AsyncConnection) -> None:
         psycopg.types.json.set_json_loads(orjson.loads, raw)
+        # Timestamps come back in UTC, so they need no conversion per value (db.PostgresDialect);
+        # PgBouncer keeps a client's TimeZone across the server connections it lends it.
+        await raw.execute("SET TIME ZONE 'UTC'")
 
     async def connect(self, timeout: float) -> psycopg.AsyncConnection:
         kwargs = self.connect_kwargs()
@@ -153,6 +160,10 @@ class PostgresDriver(Driver):
             raw = await psycopg.AsyncConnection.connect(self.conninfo, **self.connect_kwargs())
         await self.configure(raw)
         return raw
+
+    async def execute(self, raw: psycopg.AsyncConnection, sql: str, arguments: tuple[Any, ...]) -> psycopg.AsyncRawCursor:
+        """`$1`-style SQL with its values in order (db.Compiled.positions): not parsed by psycopg."""
+        return await psycopg.AsyncRawCursor(raw).execute(sql, arguments)
 
     def is_idle(self, raw: psycopg.AsyncConnection) -> bool:
         return raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE and not raw.closed

@@ -88,14 +88,20 @@ def _bump_and_insert_statement(count: int) -> sa.TextClause:
 
 
 @functools.lru_cache(maxsize=1024)
-def with_event(statement: sa.UpdateBase, event_type: str, data_of: Callable[[Any], sa.ColumnElement] | None) -> sa.Select:
+def with_event(
+    statement: sa.UpdateBase,
+    event_type: str,
+    data_of: Callable[[Any], sa.ColumnElement] | None,
+    also: Callable[[Any], sa.UpdateBase] | None = None,
+) -> sa.Select:
     """PostgreSQL: a write of one user's rows (INSERT/UPDATE/DELETE ... RETURNING id, ...; its
     parameters include `owner`) and one event per written row, in ONE statement, so the write stays
     one round trip in autocommit, as it was without events. Data-modifying CTEs: the write, the
     counter bump by the number of rows (the same per-user lock as `record`, held until this
     statement commits), then the events, numbered in id order, whose `data` is built by `data_of`
     from each written row. Returns what `statement` returns. A write that matches no row bumps
-    nothing and records nothing. Cached: built once per statement."""
+    nothing and records nothing. `also`, given the written rows, builds one more write of the same
+    statement (a new task's tag rows). Cached: built once per statement."""
     changed = statement.cte("changed")
     owner = sa.bindparam("owner", type_=sa.String)
     bump = postgresql.insert(counter_table).from_select(
@@ -122,7 +128,8 @@ def with_event(statement: sa.UpdateBase, event_type: str, data_of: Callable[[Any
         sa.func.now(),
     ).select_from(numbered.join(bumped, sa.true()))
     recorded = sa.insert(event_table).from_select(list(EVENT_COLUMNS), event).cte("recorded")
-    return sa.select(*changed.c).add_cte(recorded)
+    written = sa.select(*changed.c).add_cte(recorded)
+    return written.add_cte(also(changed).cte("also")) if also is not None else written
 
 
 def api_timestamp(column: Any) -> sa.ColumnElement[str]:

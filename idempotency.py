@@ -84,7 +84,7 @@ async def create_once(
     """Create it, or replay the first response for this key: (id, body, replayed)."""
     fingerprint = fingerprint_of(kind, fields)
     try:
-        async with db.transaction() as connection:
+        async with db.transaction(writer=user_id) as connection:
             await _lock_or_conflict(connection, user_id, key)
             earlier = await _find(connection, user_id, key)
             if earlier is not None:

@@ -138,7 +138,7 @@ async def _find_or_404(connection: Connection, user_id: str, list_id: int) -> Ro
 
 
 async def create_list(db: Database, user_id: str, fields: dict[str, Any]) -> Row:
-    async with db.transaction() as connection:
+    async with db.transaction(writer=user_id) as connection:
         return await insert_list(connection, user_id, fields)
 
 
@@ -201,7 +201,7 @@ async def modify_list(db: Database, user_id: str, list_id: int, changes: dict[st
     statement = _update_statement(tuple(sorted(changes)), None if states is None else len(states))
     params = {"list_id": list_id, "owner": user_id, "now": utc_now(), **_state_params(states)}
     params.update({f"new_{field}": value for field, value in changes.items()})
-    async with db.transaction() as connection:
+    async with db.transaction(writer=user_id) as connection:
         if await connection.fetch_value(statement, params) is None:
             await _find_or_404(connection, user_id, list_id)
             raise PreconditionFailed(LIST_CHANGED)
@@ -225,7 +225,7 @@ MOVE_LIST = _update_statement(("position",), None)
 
 async def move_list(db: Database, user_id: str, list_id: int, spot: tree.Spot, if_match: Precondition) -> Row:
     await ensure_default_list(db, user_id)
-    async with db.transaction() as connection:
+    async with db.transaction(writer=user_id) as connection:
         await tree.lock_structure(connection, user_id)
         row = await _find_or_404(connection, user_id, list_id)
         _check_if_match(row, if_match)
@@ -239,7 +239,7 @@ async def delete_list(db: Database, user_id: str, list_id: int, cascade: bool, i
     """Delete an empty list, or with `cascade` the list and all its tasks (all levels). Returns the
     ids of the deleted tasks. The default list is never deleted."""
     with tree.references_checked(lambda: Conflict("A task was added to the list while it was being deleted. Retry.")):
-        async with db.transaction() as connection:
+        async with db.transaction(writer=user_id) as connection:
             await tree.lock_structure(connection, user_id)
             row = await _find_or_404(connection, user_id, list_id)
             _check_if_match(row, if_match)

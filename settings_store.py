@@ -67,7 +67,7 @@ async def get_settings(db: Database, user_id: str) -> dict[str, Any]:
 
 
 async def set_time_zone(db: Database, user_id: str, zone_name: str) -> dict[str, Any]:
-    async with db.transaction() as connection:
+    async with db.transaction(writer=user_id) as connection:
         if await zone_of(connection, user_id) == zone_name:
             return {"time_zone": zone_name}  # nothing moves: the tasks keep their ETags
         now = dates.utc_now()

@@ -43,7 +43,7 @@ from task_sql import (
     FIND_TASK_FOR_UPDATE,
     insert_tags_statement,
     INSERT_TASK,
-    INSERT_TASK_WITH_EVENT,
+    insert_task_with_event,
     LINK_NEXT_OCCURRENCE,
     numbered,
     PUBLIC_COLUMNS,
@@ -89,17 +89,16 @@ async def task_occurrences(db: Database, user_id: str, task_id: int, count: int)
 
 
 async def create_task(db: Database, user_id: str, fields: Changes) -> dict[str, Any]:
-    one_statement = not fields.get("tags") and not scheduling.needs_transaction(fields)
-    if one_statement and db.dialect == "postgresql":
-        async with db.connect() as connection:  # the INSERT and its event: one statement (events.with_event)
+    if db.dialect == "postgresql" and not scheduling.needs_transaction(fields):
+        async with db.connect(writer=user_id) as connection:  # the INSERTs and the event: one statement (events.with_event)
             return await insert_task(connection, user_id, fields, one_statement=True)
-    async with db.transaction() as connection:
+    async with db.transaction(writer=user_id) as connection:
         return await insert_task(connection, user_id, fields)
 
 
 async def insert_task(connection: Connection, user_id: str, fields: Changes, one_statement: bool = False) -> dict[str, Any]:
     """The INSERTs of a new task, at the end of its siblings, and its event, in the caller's
-    transaction (or, `one_statement` on PostgreSQL without tags, in the INSERT itself)."""
+    transaction (or, `one_statement` on PostgreSQL without reminders, as one statement)."""
     fields = {**fields, **await _new_place(connection, user_id, fields.get("list_id"), fields.get("parent_id"))}
     columns = {**fields, **await scheduling.dated_columns(connection, user_id, None, fields)}
     task = await _insert_row(connection, user_id, columns, one_statement)
@@ -109,8 +108,8 @@ async def insert_task(connection: Connection, user_id: str, fields: Changes, one
 
 
 async def _insert_row(connection: Connection, user_id: str, columns: Changes, one_statement: bool = False) -> dict[str, Any]:
-    """The task's rows (task, tags, reminders); with `one_statement` (PostgreSQL, no tags, no
-    reminders) the INSERT that also records its task.created event. Other events: the caller's."""
+    """The task's rows (task, tags, reminders); with `one_statement` (PostgreSQL, no reminders)
+    one statement that also records its task.created event. Other events: the caller's."""
     now = utc_now()
     task = {
         "user_id": user_id,
@@ -129,7 +128,8 @@ async def _insert_row(connection: Connection, user_id: str, columns: Changes, on
     }
     with tree.references_checked(lambda: _reference_gone("parent_id" if task["parent_id"] else "list_id")):
         if one_statement:
-            task["id"] = await connection.fetch_value(INSERT_TASK_WITH_EVENT, {**task, "owner": user_id})
+            statement = insert_task_with_event(len(task["tags"]))
+            task["id"] = await connection.fetch_value(statement, {**task, "owner": user_id, **_tag_params(task["tags"])})
             return task
         task["id"] = await connection.fetch_value(INSERT_TASK, task)
     await _insert_tags(connection, task)
@@ -193,7 +193,7 @@ async def change_task(
     relisted = False
     if db.dialect == "postgresql" and not several_statements and not completing:
         return await _change_in_one_statement(db, user_id, task_id, values, completion, versions)
-    async with db.transaction() as connection:
+    async with db.transaction(writer=user_id) as connection:
         if dated:
             values = await _with_dated_columns(connection, user_id, task_id, values)
         if move is not None:
@@ -231,7 +231,7 @@ async def _change_in_one_statement(
     statement (events.with_event), as cheap as the UPDATE alone was."""
     statement = update_statement(tuple(sorted(values)), completion, _count(versions))
     params = _update_params(user_id, task_id, values, versions)
-    async with db.connect() as connection:
+    async with db.connect(writer=user_id) as connection:
         written = await connection.fetch_all(events.with_event(statement, events.TASK_UPDATED, task_json), params)
         task = next((row for row in written if row["id"] == task_id), None)
         if task is None:
@@ -254,10 +254,10 @@ async def _complete_unless_recurring(
     statement = update_statement(tuple(sorted(values)), completion, _count(versions), unless_recurring=True)
     params = _update_params(user_id, task_id, values, versions)
     if db.dialect == "postgresql":  # the UPDATE and an event per task it completed: one statement
-        async with db.connect() as connection:
+        async with db.connect(writer=user_id) as connection:
             written = await connection.fetch_all(events.with_event(statement, events.TASK_UPDATED, task_json), params)
     else:
-        async with db.transaction() as connection:
+        async with db.transaction(writer=user_id) as connection:
             written = await connection.fetch_all(statement, params)
             await events.record(connection, user_id, [(events.TASK_UPDATED, row["id"], public(row)) for row in written])
     task = next((row for row in written if row["id"] == task_id), None)
@@ -331,13 +331,13 @@ async def delete_task(db: Database, user_id: str, task_id: int, if_match: Precon
     params = {"task_id": task_id, "owner": user_id, **numbered("if_match", versions)}
     with tree.references_checked(_subtask_added):
         if db.dialect == "postgresql":  # the deletes and their events in one statement (events.with_event)
-            async with db.connect() as connection:
+            async with db.connect(writer=user_id) as connection:
                 statement = events.with_event(delete_statement(_count(versions)), events.TASK_DELETED, None)
                 deleted = [row["id"] for row in await connection.fetch_all(statement, params)]
                 if not deleted:
                     await _explain_miss(connection, user_id, task_id)
             return deleted
-        async with db.transaction() as connection:  # task_tag rows go with them (ON DELETE CASCADE)
+        async with db.transaction(writer=user_id) as connection:  # task_tag rows go with them (ON DELETE CASCADE)
             deleted = [row["id"] for row in await connection.fetch_all(delete_statement(_count(versions)), params)]
             if not deleted:
                 await _explain_miss(connection, user_id, task_id)
@@ -394,7 +394,7 @@ async def delete_completed(db: Database, user_id: str, list_id: int | None = Non
     check_ids(list_id, None)
     params = {"owner": user_id, "list_id": list_id}
     with tree.references_checked(_subtask_added):
-        async with db.transaction() as connection:
+        async with db.transaction(writer=user_id) as connection:
             deleted = [row["id"] for row in await connection.fetch_all(_delete_completed_statement(list_id is not None), params)]
             if not deleted:
                 await check_scope(connection, user_id, list_id, None)
@@ -433,7 +433,13 @@ def _count(values: list[Any] | None) -> int | None:
 async def _insert_tags(connection: Connection, task: Any) -> None:
     """All of a task's tag rows in one multi-row INSERT: one round trip."""
     if task["tags"]:
-        rows = {}
-        for index, tag in enumerate(task["tags"]):
-            rows.update({f"tag_{index}": tag, f"tag_key_{index}": tag.lower()})
-        await connection.execute(insert_tags_statement(len(task["tags"])), {"task_id": task["id"], "owner": task["user_id"], **rows})
+        params = {"task_id": task["id"], "owner": task["user_id"], **_tag_params(task["tags"])}
+        await connection.execute(insert_tags_statement(len(task["tags"])), params)
+
+
+def _tag_params(tags: list[str]) -> dict[str, str]:
+    """The values of task_sql's tag rows: each tag and its key (the tag in lower case, for filters)."""
+    params = {}
+    for index, tag in enumerate(tags):
+        params.update({f"tag_{index}": tag, f"tag_key_{index}": tag.lower()})
+    return params

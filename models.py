@@ -57,8 +57,15 @@ class Task(SQLModel, table=True):
         sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority_known"),
         # The list's default order, for one user among many.
         sa.Index("ix_task_user_id_created_at", "user_id", "created_at", "id"),
-        # Siblings in manual order (`?list_id=`, the last position of a list's top level).
+        # A list's tasks (`?list_id=`, deleting a list, a subtree changing list).
         sa.Index("ix_task_list_id_parent_id_position", "list_id", "parent_id", "position", "id"),
+        # A list's top level in manual order: its first and last positions (each create), the tree's
+        # roots. Partial, because `parent_id IS NULL` in the index above does not give PostgreSQL
+        # the order of `position` (it sorted all of the list's tasks to find the last one).
+        sa.Index(
+            "ix_task_top_level_position", "list_id", "position", "id",
+            postgresql_where=sa.text("parent_id IS NULL"), sqlite_where=sa.text("parent_id IS NULL"),
+        ),
         # Subtasks of a task in manual order (the tree query, `?parent_id=`, subtree walks).
         sa.Index("ix_task_parent_id_position", "parent_id", "position", "id"),
         # Sorting and filtering by the due moment (§9).

@@ -172,13 +172,17 @@ def _sibling_table(kind: SiblingKind) -> sa.Table:
 
 def _sibling_conditions(kind: SiblingKind) -> list[sa.ColumnElement[bool]]:
     """Siblings of the entity `moving` (0 for a new one): the owner's lists, or the tasks of list
-    `scope_list` at the top level or under `scope_parent`."""
+    `scope_list` at the top level or under `scope_parent`.
+
+    Tasks are found by their list alone: every caller has checked that `scope_list` is the
+    owner's (a list's tasks are its owner's). A `user_id` condition here would let PostgreSQL,
+    with statistics older than the list's growth, intersect two indexes over all the user's tasks
+    instead of reading one entry of the list's own position index."""
     c = _sibling_table(kind).c
-    conditions = [c.user_id == sa.bindparam("owner"), c.id != sa.bindparam("moving")]
-    if kind != "list":
-        conditions.append(c.list_id == sa.bindparam("scope_list"))
-        conditions.append(c.parent_id.is_(None) if kind == "top" else c.parent_id == sa.bindparam("scope_parent"))
-    return conditions
+    if kind == "list":
+        return [c.user_id == sa.bindparam("owner"), c.id != sa.bindparam("moving")]
+    parent = c.parent_id.is_(None) if kind == "top" else c.parent_id == sa.bindparam("scope_parent")
+    return [c.list_id == sa.bindparam("scope_list"), parent, c.id != sa.bindparam("moving")]
 
 
 @functools.lru_cache(maxsize=32)
@@ -188,13 +192,16 @@ def _neighbour_statement(kind: SiblingKind, what: str) -> sa.Select:
     pos = sa.bindparam("pos", type_=sa.String)
     if what == "reference":
         return sa.select(c.position).where(*conditions, c.id == sa.bindparam("reference"))
+    # ORDER BY ... LIMIT 1, not min()/max(): the planner then walks the position index from one end
+    # whatever its row estimates say (with max() and stale statistics it read every sibling: 2.7 ms
+    # per create in a list of 7,000 tasks).
     if what == "next":  # the first position after `pos` (ties of `pos` itself stay before the new key)
-        return sa.select(sa.func.min(c.position)).where(*conditions, c.position > pos)
+        return sa.select(c.position).where(*conditions, c.position > pos).order_by(c.position).limit(1)
     if what == "previous":
-        return sa.select(sa.func.max(c.position)).where(*conditions, c.position < pos)
+        return sa.select(c.position).where(*conditions, c.position < pos).order_by(c.position.desc()).limit(1)
     if what == "first":
-        return sa.select(sa.func.min(c.position)).where(*conditions)
-    return sa.select(sa.func.max(c.position)).where(*conditions)  # last
+        return sa.select(c.position).where(*conditions).order_by(c.position).limit(1)
+    return sa.select(c.position).where(*conditions).order_by(c.position.desc()).limit(1)  # last
 
 
 async def position_at(connection: Connection, kind: SiblingKind, scope: dict[str, Any], spot: Spot) -> str:

@@ -23,7 +23,6 @@ What it does, in about 3 to 5 minutes on 2 cores (seeding ~1.5 min, each of ~80 
 import argparse
 import asyncio
 import json
-import re
 import secrets
 import statistics
 import sys
@@ -153,10 +152,6 @@ def captured_statements() -> Iterator[list[tuple[str, Any]]]:
         db.Connection._execute = real_execute  # type: ignore[method-assign]
 
 
-INDEX_IN_PLAN = re.compile(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)? (?:using|on) (\S+)")
-SEQ_SCAN = re.compile(r"Seq Scan on (\S+)")
-
-
 def plan_summary(engine: sa.Engine, statements: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
     """(indexes used, tables read by a sequential scan) over the statements' plans."""
     used: list[str] = []
@@ -169,8 +164,8 @@ def plan_summary(engine: sa.Engine, statements: list[tuple[str, Any]]) -> tuple[
                 continue
             cursor.execute("EXPLAIN " + sql, parameters)
             plan = "\n".join(row[0] for row in cursor.fetchall())
-            used += INDEX_IN_PLAN.findall(plan)
-            seq += SEQ_SCAN.findall(plan)
+            used += explain.INDEX_IN_PLAN.findall(plan)
+            seq += explain.SEQ_SCAN.findall(plan)
         raw.rollback()
     finally:
         raw.close()
@@ -178,9 +173,9 @@ def plan_summary(engine: sa.Engine, statements: list[tuple[str, Any]]) -> tuple[
 
 
 async def time_case(database: Database, case: Case, runs: int) -> tuple[list[float], list[tuple[str, Any]]]:
+    await case.run(database)  # warm-up (and a cursor case makes its cursor)
     with captured_statements() as statements:
-        await case.run(database)
-    await case.run(database)  # second warm-up
+        await case.run(database)  # second warm-up: the statements of one call
     timings = []
     for _ in range(runs):
         started = time.perf_counter()

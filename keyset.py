@@ -15,6 +15,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -43,7 +44,8 @@ def identity(filters: Any, sort: str, ascending: bool) -> bytes:
     fields = dataclasses.asdict(filters)
     fields["tags"] = sorted(filters.tag_keys())
     fields["priorities"] = sorted(set(filters.priorities or ()))
-    return orjson.dumps([VERSION, sort, ascending, fields], default=str, option=orjson.OPT_SORT_KEYS)
+    # json, not orjson: a list_id past 64 bits is still a query (it answers 404), not a crash here.
+    return json.dumps([VERSION, sort, ascending, fields], default=str, sort_keys=True).encode()
 
 
 def encode(cursor: Cursor, belongs_to: bytes) -> str:

@@ -7,7 +7,7 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/test
 export TEST_DATABASE_URL
 
-.PHONY: run test token migrate bench bench-eddsa bench-memory profile clean
+.PHONY: run test token migrate bench bench-eddsa bench-memory bench-scale profile clean
 
 ## run: install, write .env with a random dev secret if there is none, migrate, serve on SQLite
 run: $(BIN)/.installed .env
@@ -41,6 +41,11 @@ bench-eddsa: $(BIN)/.dev-installed
 ## bench-memory: resident memory per worker after 1,000 and after 100,000 requests
 bench-memory: $(BIN)/.dev-installed
 	$(BIN)/python bench/run.py --memory-only --budget 600
+
+## bench-scale: one user with 100,000 tasks (300,000 in all) on local PostgreSQL (~4 min): p50/p95 and
+## indexes of every list sort and filter, stats and tags; writes bench/results/scale.json
+bench-scale: $(BIN)/.dev-installed
+	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 
 ## profile: py-spy profile of a worker under list + get-one load
 profile: $(BIN)/.dev-installed

@@ -93,8 +93,8 @@ async def add_task(db: Database, user_id: str, body: TaskCreate) -> Result:
 
 
 async def list_tasks(db: Database, user_id: str, query: ListTasksArguments) -> Result:
-    tasks, total = await queries.list_tasks(db, query.to_filter(user_id), *query.ordering(), query.limit, query.offset)
-    return {"tasks": tasks, "total": total}
+    page = await queries.list_tasks(db, query.to_filter(user_id), *query.ordering(), query.limit, query.offset)
+    return {"tasks": page.tasks, "total": page.total}
 
 
 async def get_task(db: Database, user_id: str, ref: TaskRef) -> Result:

@@ -14,6 +14,9 @@ SQLModel.metadata.naming_convention = {
 }
 
 PRIORITIES = ("low", "medium", "high")
+# The listing's priority order (high > medium > low), spelt as queries.PRIORITY_RANK compiles: an
+# index on an expression serves only a query with exactly that expression.
+PRIORITY_RANK_SQL = "(CASE WHEN (priority = 'low') THEN 1 WHEN (priority = 'medium') THEN 2 WHEN (priority = 'high') THEN 3 END)"
 USER_ID_LENGTH = 255
 TAG_LENGTH = 50
 ZONE_LENGTH = 64
@@ -70,6 +73,18 @@ class Task(SQLModel, table=True):
         sa.Index("ix_task_parent_id_position", "parent_id", "position", "id"),
         # Sorting and filtering by the due moment (§9).
         sa.Index("ix_task_user_id_due_date", "user_id", "due_date", "id"),
+        # The other sorts, for one user with many tasks: on the exact expressions queries.py sorts by.
+        sa.Index("ix_task_user_id_updated_at", "user_id", "updated_at", "id"),
+        # Not compared by `alembic check`: PostgreSQL reflects the expression in its own spelling.
+        sa.Index("ix_task_user_id_priority_rank", "user_id", sa.text(PRIORITY_RANK_SQL), "id", info={"compared": False}),
+        # PostgreSQL only (migrations/env.py): on SQLite the service replaces lower() (drivers.py).
+        sa.Index("ix_task_user_id_title", "user_id", sa.text("lower(title)"), "id", info={"dialects": ["postgresql"]}),
+        # Counts (completed, overdue, due ranges, priority, top level, list) and stats: PostgreSQL
+        # reads only this index (the included columns are there for the filters).
+        sa.Index(
+            "ix_task_user_id_completed_due_date", "user_id", "completed", "due_date",
+            postgresql_include=["priority", "parent_id", "list_id"],
+        ),
         # Never reuse the id of a deleted task (SQLite would otherwise hand out max(id) + 1 again).
         {"sqlite_autoincrement": True},
     )
@@ -135,7 +150,10 @@ class TaskTag(SQLModel, table=True):
     """One row per tag of a task, keyed case-insensitively, for `?tag=` filters and `/api/tags`."""
 
     __tablename__ = "task_tag"
-    __table_args__ = (sa.Index("ix_task_tag_user_id_tag_key", "user_id", "tag_key", "task_id"),)
+    __table_args__ = (
+        sa.Index("ix_task_tag_user_id_tag_key", "user_id", "tag_key", "task_id"),
+        sa.Index("ix_task_tag_user_id_tag_key_tag", "user_id", "tag_key", "tag"),  # /api/tags from the index alone
+    )
 
     task_id: int = Field(
         sa_column=sa.Column(sa.Integer, sa.ForeignKey("task.id", ondelete="CASCADE"), primary_key=True)

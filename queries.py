@@ -4,12 +4,13 @@ like store.py's; the page and the total are built from the same conditions, so t
 """
 import functools
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
 
 import dates
+import keyset
 import settings_store
 import tree
 from db import Database
@@ -18,7 +19,12 @@ from store import check_ids, check_scope, utc_now
 from task_sql import PUBLIC_SELECTED, numbered, numbered_binds, tag_table, task_table
 
 
-PRIORITY_RANK = sa.case({"low": 1, "medium": 2, "high": 3}, value=task_table.c.priority)  # high > medium > low
+# high > medium > low. Literals, not bind parameters: the migration 0007 indexes this exact
+# expression (ix_task_user_id_priority_rank), and PostgreSQL uses that index only for the same text.
+PRIORITY_RANK = sa.case(
+    *((task_table.c.priority == sa.literal_column(f"'{name}'"), sa.literal_column(str(rank))) for rank, name in enumerate(PRIORITIES, 1))
+)
+DUE_ON_MARGIN = timedelta(hours=15)  # more than any zone's offset from UTC
 SORT_KEYS = {
     "created_at": task_table.c.created_at,
     "updated_at": task_table.c.updated_at,
@@ -79,6 +85,9 @@ class TaskFilter:
         if self.due_on is not None:
             values["due_on_day"] = self.due_on.isoformat()
             values["due_on_start"], values["due_on_end"] = dates.day_bounds(self.due_on, self.zone_name or dates.UTC_NAME)
+            # Every task due that day, in any zone (UTC-12 to UTC+14), is due within these bounds.
+            midnight = datetime.combine(self.due_on, time(), timezone.utc)
+            values["due_on_low"], values["due_on_high"] = midnight - DUE_ON_MARGIN, midnight + timedelta(days=1) + DUE_ON_MARGIN
         if self.text:
             # % and _ (and the escape character /) in the text match literally.
             values["pattern"] = "%" + self.text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
@@ -128,24 +137,49 @@ def _conditions(shape: tuple[Any, ...]) -> tuple[sa.ColumnElement[bool], ...]:
             t.due_date < sa.bindparam("due_on_end", type_=UTCDateTime()),
         )
         conditions.append(sa.or_(t.all_day == sa.bindparam("due_on_day", type_=sa.String), timed_that_day))
+        # Implied by the above, but a range an index on due_date serves (the OR above is not).
+        conditions.append(t.due_date >= sa.bindparam("due_on_low", type_=UTCDateTime()))
+        conditions.append(t.due_date < sa.bindparam("due_on_high", type_=UTCDateTime()))
     return tuple(conditions)
 
 
+# Where a page starts. "offset": the first page, or `offset=` (skipping rows costs as many reads).
+# "after": right after a cursor's task, in an index range. Sorting by due date reads two segments, the
+# dated tasks (in an index range) then the undated ones (by id); "dated" / "undated" start a segment,
+# "dated_after" / "undated_after" continue one after a cursor's task.
+Start = str
+
+
 @functools.lru_cache(maxsize=512)
-def _page_statement(shape: tuple[Any, ...], sort: str, ascending: bool) -> sa.Select:
+def _page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: Start = "offset") -> sa.Select:
     if sort == "position":
         return _tree_page_statement(shape)
     direction = sa.asc if ascending else sa.desc
-    primary = direction(SORT_KEYS[sort])
-    if sort == "due_date":
+    t = task_table.c
+    key = SORT_KEYS[sort]
+    conditions = list(_conditions(shape))
+    primary = direction(key)
+    if start in ("after", "dated_after"):
+        cursor = sa.tuple_(sa.bindparam("after_value", type_=key.type), sa.bindparam("after_id"))
+        newer = sa.tuple_(key, t.id) > cursor if ascending else sa.tuple_(key, t.id) < cursor
+        conditions.append(newer)  # a tuple comparison: one index range (and never true for a NULL due date)
+    if start in ("dated", "dated_after"):
+        conditions.append(t.due_date.is_not(None))  # no NULLS LAST: the index's own order serves both directions
+    elif start in ("undated", "undated_after"):
+        conditions.append(t.due_date.is_(None))
+        primary = None
+        if start == "undated_after":
+            conditions.append(t.id > sa.bindparam("after_id") if ascending else t.id < sa.bindparam("after_id"))
+    elif sort == "due_date":
         primary = primary.nulls_last()  # tasks without a due date come last in both orders
-    return (
-        sa.select(*PUBLIC_SELECTED)
-        .where(*_conditions(shape))
-        .order_by(primary, direction(task_table.c.id))  # ties broken by id: pages are stable
+    order = [primary] if primary is not None else []
+    statement = (
+        sa.select(*PUBLIC_SELECTED, key.label("sort_key"))
+        .where(*conditions)
+        .order_by(*order, direction(t.id))  # ties broken by id: pages are stable
         .limit(sa.bindparam("limit"))
-        .offset(sa.bindparam("offset"))
     )
+    return statement.offset(sa.bindparam("offset")) if start == "offset" else statement
 
 
 def _tree_page_statement(shape: tuple[Any, ...]) -> sa.Select:
@@ -169,27 +203,80 @@ def _count_statement(shape: tuple[Any, ...]) -> sa.Select:
     return sa.select(sa.func.count()).select_from(task_table).where(*_conditions(shape))
 
 
+def _segments(sort: str, after: keyset.Cursor | None) -> list[tuple[Start, dict[str, Any]]]:
+    """The statements a keyset page reads, in order, each with its cursor values."""
+    if after is None:
+        return [("dated", {}), ("undated", {})] if sort == "due_date" else [("offset", {"offset": 0})]
+    values = {"after_value": after.value, "after_id": after.task_id}
+    if sort != "due_date":
+        return [("after", values)]
+    if after.value is None:
+        return [("undated_after", values)]
+    return [("dated_after", values), ("undated", {})]
+
+
+@dataclass
+class Page:
+    tasks: list[dict[str, Any]]
+    total: int | None  # every matching task, ignoring paging; None when not counted
+    offset: int  # how many matching tasks come before this page (by a cursor: as they did then)
+    has_more: bool
+    next_cursor: keyset.Cursor | None  # where the next page starts (keyset sorts only)
+
+
 async def list_tasks(
-    db: Database, filters: TaskFilter, sort: str, ascending: bool, limit: int, offset: int
-) -> tuple[list[dict[str, Any]], int]:
-    """One page (public fields only) and the total matching count, both from the same filter. A
-    `list_id` / `parent_id` that is not the caller's is a 404 (looked up only when nothing matched)."""
+    db: Database, filters: TaskFilter, sort: str, ascending: bool, limit: int, offset: int = 0,
+    *, after: keyset.Cursor | None = None, count: bool = True,
+) -> Page:
+    """One page (public fields only) and, if `count`, the total matching count, both from the same
+    filter. The page starts at `offset`, or right after the cursor `after`. The count is skipped when
+    the page itself shows the total (a first or last offset page that ends the result). A `list_id` /
+    `parent_id` that is not the caller's is a 404 (looked up only when nothing matched)."""
     check_ids(filters.list_id, filters.parent_id)
     async with db.connect() as connection:
         if filters.due_on is not None and filters.zone_name is None:
             filters.zone_name = await settings_store.zone_of(connection, filters.user_id)
         shape, parameters = filters.shape(), filters.parameters()
-        rows = await connection.fetch_all(
-            _page_statement(shape, sort, ascending), {**parameters, "limit": limit, "offset": offset}
-        )
-        rows = [dates.show_due(row) for row in rows]
-        if (offset == 0 or rows) and len(rows) < limit:
-            total = offset + len(rows)  # the last page: no count query needed
-        else:
+        rows = await _page_rows(connection, shape, sort, ascending, parameters, limit + 1, offset, after)
+        has_more = len(rows) > limit
+        rows = rows[:limit]
+        start = after.offset if after else offset
+        next_cursor = None
+        if has_more and sort != "position":
+            next_cursor = keyset.Cursor(rows[-1]["sort_key"], rows[-1]["id"], start + len(rows))
+        tasks = [dates.show_due(row) for row in rows]
+        for task in tasks:
+            task.pop("sort_key", None)
+        total = None
+        if count and after is None and not has_more and (offset == 0 or tasks):
+            total = offset + len(tasks)  # the last page: no count query needed
+        elif count:
             total = await connection.fetch_value(_count_statement(shape), parameters)
-        if total == 0:
+        if not tasks and not total:
             await check_scope(connection, filters.user_id, filters.list_id, filters.parent_id)
-    return rows, total
+    return Page(tasks, total, start, has_more, next_cursor)
+
+
+async def _page_rows(
+    connection: Any, shape: tuple[Any, ...], sort: str, ascending: bool, parameters: dict[str, Any],
+    wanted: int, offset: int, after: keyset.Cursor | None,
+) -> list[dict[str, Any]]:
+    if offset or sort == "position":
+        statement = _page_statement(shape, sort, ascending)
+        return await connection.fetch_all(statement, {**parameters, "limit": wanted, "offset": offset})
+    rows: list[dict[str, Any]] = []
+    for start, values in _segments(sort, after):
+        statement = _page_statement(shape, sort, ascending, start)
+        rows += await connection.fetch_all(statement, {**parameters, **values, "limit": wanted - len(rows)})
+        if len(rows) >= wanted:
+            break
+    return rows
+
+
+async def cursor_at(db: Database, filters: TaskFilter, sort: str, ascending: bool, offset: int) -> keyset.Cursor | None:
+    """The cursor of the page at `offset` (for the bench: reaching a deep page without walking to it)."""
+    page = await list_tasks(db, filters, sort, ascending, limit=offset, count=False)
+    return page.next_cursor
 
 
 def _count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:

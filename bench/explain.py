@@ -211,9 +211,9 @@ def capture(url: str, run: Callable[[Database], Any]) -> list[tuple[str, Any]]:
     captured: list[tuple[str, Any]] = []
     real_execute = db.Connection._execute
 
-    async def recording_execute(self: db.Connection, sql: str, arguments: Any) -> Any:
+    async def recording_execute(self: db.Connection, sql: str, arguments: Any, *rest: Any) -> Any:
         captured.append((sql, arguments))
-        return await real_execute(self, sql, arguments)
+        return await real_execute(self, sql, arguments, *rest)
 
     async def run_once() -> None:
         settings = Settings(_env_file=None, database_url=url, better_auth_secret=secrets.token_urlsafe(48))  # unused here

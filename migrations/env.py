@@ -44,6 +44,16 @@ def migration_lock(connection: sa.Connection):
         yield
 
 
+def exists_on(dialect_name: str):
+    """Autogenerate (and `alembic check`) compares an object only on the databases it exists on."""
+
+    def include_object(obj, name, type_, reflected, compare_to) -> bool:
+        info = getattr(obj, "info", {})
+        return info.get("compared", True) and dialect_name in info.get("dialects", (dialect_name,))
+
+    return include_object
+
+
 def run_migrations() -> None:
     engine = sa.create_engine(database_url(), poolclass=sa.pool.NullPool)
     with engine.connect() as connection, migration_lock(connection):
@@ -52,6 +62,7 @@ def run_migrations() -> None:
             target_metadata=SQLModel.metadata,
             render_as_batch=connection.dialect.name == "sqlite",
             compare_type=True,
+            include_object=exists_on(connection.dialect.name),
         )
         with context.begin_transaction():
             context.run_migrations()

@@ -4,11 +4,13 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import Request
-from pydantic import BaseModel, BeforeValidator, Field, model_validator
+from starlette.datastructures import URL
+from pydantic import BaseModel, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 import dates
-from queries import TaskFilter
+import keyset
+from queries import Page, TaskFilter
 from schemas import Priority, TimeZoneName, UtcDateTime
 
 SortField = Literal["created_at", "created", "updated_at", "due_date", "priority", "title", "position"]
@@ -155,16 +157,55 @@ class ListQuery(BaseModel):
         return sort, (self.order or ("asc" if sort in ASCENDING_BY_DEFAULT else "desc")) == "asc"
 
 
-def link_header(request: Request, offset: int, limit: int, total: int) -> str | None:
-    """RFC 8288 `Link` with next/prev pages; the URLs keep every filter of this request."""
+class TaskListQuery(ListQuery):
+    """The REST list's parameters: the listing's, plus how to page through it."""
+
+    cursor: str | None = Field(
+        None,
+        max_length=2000,
+        description='Start right after the page that gave this cursor: take it from the `rel="next"` link, '
+        "with the same filters, sort and order (else 422). Not with `offset`, nor with `sort=position`.",
+        examples=["WyIyMDI2LTExLTIxVDEwOjAwOjAwKzAwOjAwIiwxNywxMDBd.c2lnbmF0dXJlMTIz"],
+    )
+    count: bool = Field(
+        True,
+        description="`false`: no X-Total-Count (no count query). Send it when you do not show the total, "
+        "or once you have it: on a large result the count costs more than the page.",
+        examples=[False],
+    )
+
+    @field_validator("cursor")
+    @classmethod
+    def cursor_pages_alone(cls, cursor: str | None, info: ValidationInfo) -> str | None:
+        """Fields are checked in order: `sort` and `offset` (ListQuery's) come before `cursor`."""
+        if cursor is not None and info.data.get("sort") == "position":
+            raise PydanticCustomError(
+                "cursor_on_tree",
+                "sort=position is the manual order as a tree, rendered whole (limit up to 500) or by offset: "
+                "it has no cursor",
+            )
+        if cursor is not None and info.data.get("offset"):
+            raise PydanticCustomError("cursor_with_offset", "cursor and offset both say where the page starts; send one")
+        return cursor
+
+    def after(self, belongs_to: bytes) -> keyset.Cursor | None:
+        return None if self.cursor is None else keyset.decode(self.cursor, belongs_to, self.ordering()[0])
+
+
+def link_header(request: Request, page: Page, limit: int, belongs_to: bytes) -> str | None:
+    """RFC 8288 `Link`: `next` (by cursor; by offset for the tree) and `prev` (by offset) where they
+    exist; the URLs keep every filter of this request."""
     links = []
-    if offset + limit < total:
-        links.append(_link(request, offset + limit, limit, "next"))
-    if offset > 0:
-        links.append(_link(request, max(offset - limit, 0), limit, "prev"))
+    if page.next_cursor is not None:
+        cursor = keyset.encode(page.next_cursor, belongs_to)
+        links.append(_link(request.url.remove_query_params("offset").include_query_params(cursor=cursor, limit=limit), "next"))
+    elif page.has_more:
+        links.append(_link(request.url.include_query_params(offset=page.offset + limit, limit=limit), "next"))
+    if page.offset > 0:
+        previous = request.url.remove_query_params("cursor").include_query_params(offset=max(page.offset - limit, 0), limit=limit)
+        links.append(_link(previous, "prev"))
     return ", ".join(links) or None
 
 
-def _link(request: Request, offset: int, limit: int, rel: str) -> str:
-    url = request.url.include_query_params(offset=offset, limit=limit)
+def _link(url: URL, rel: str) -> str:
     return f'<{url.path}?{url.query}>; rel="{rel}"'

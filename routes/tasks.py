@@ -4,6 +4,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 
 import idempotency
+import keyset
 import queries
 import store
 import tree
@@ -12,7 +13,7 @@ from db import Database, DatabaseDep
 from errors import Forbidden, ValidationFailed
 from etags import Precondition, matches_if_none_match, task_etag
 from responses import FastJSONResponse
-from routes.listing import ListQuery, link_header
+from routes.listing import TaskListQuery, link_header
 from schemas import (
     CompletionUpdate,
     DeletedCount,
@@ -90,20 +91,33 @@ def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[st
     responses={
         200: {
             "headers": {
-                "X-Total-Count": {"description": "Tasks matching the filters, ignoring paging.", "schema": {"type": "integer"}},
-                "Link": {"description": 'RFC 8288 links with rel="next" / rel="prev" where they exist.', "schema": {"type": "string"}},
+                "X-Total-Count": {
+                    "description": "Tasks matching the filters, ignoring paging: exact, on every page, unless `count=false` "
+                    "(then absent: no count query).",
+                    "schema": {"type": "integer"},
+                },
+                "Link": {
+                    "description": 'RFC 8288 links where they exist. Follow rel="next": it carries a `cursor` (the page '
+                    "right after this one, as fast at any depth, never repeating or skipping a task when tasks are "
+                    'added meanwhile; for sort=position, an offset). rel="prev" goes back by `offset`.',
+                    "schema": {"type": "string"},
+                },
             }
         },
         404: _error("`list_id` names no list of yours (LIST_NOT_FOUND), or `parent_id` no task of yours (TASK_NOT_FOUND)."),
     },
 )
-async def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[ListQuery, Query()]) -> Response:
-    tasks, total = await queries.list_tasks(db, query.to_filter(user.user_id), *query.ordering(), query.limit, query.offset)
-    headers = {"X-Total-Count": str(total)}
-    links = link_header(request, query.offset, query.limit, total)
+async def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[TaskListQuery, Query()]) -> Response:
+    filters, (sort, ascending) = query.to_filter(user.user_id), query.ordering()
+    belongs_to = keyset.identity(filters, sort, ascending)
+    page = await queries.list_tasks(
+        db, filters, sort, ascending, query.limit, query.offset, after=query.after(belongs_to), count=query.count
+    )
+    headers = {} if page.total is None else {"X-Total-Count": str(page.total)}
+    links = link_header(request, page, query.limit, belongs_to)
     if links:
         headers["Link"] = links
-    return FastJSONResponse(tasks, headers=headers)
+    return FastJSONResponse(page.tasks, headers=headers)
 
 
 @router.post(

@@ -469,8 +469,9 @@ def test_link_next_and_prev_where_they_exist(world, spelling):
     assert set(links(exact_two_pages)) == {"prev"}
     query = parse_qs(urlsplit(links(middle)["prev"]).query)
     assert query["offset"] == ["0"] and query["limit"] == ["3"]
-    query = parse_qs(urlsplit(links(middle)["next"]).query)
-    assert query["offset"] == ["6"] and query["limit"] == ["3"]
+    query = parse_qs(urlsplit(links(middle)["next"]).query)  # next goes by cursor: the page after offset 6
+    assert "offset" not in query and query["limit"] == ["3"] and query["cursor"]
+    assert ids(world.alice.get(links(middle)["next"])) == ids(last)
 
 
 @pytest.mark.parametrize("params", [

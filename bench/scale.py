@@ -1,0 +1,256 @@
+"""`make bench-scale`: the listing, stats and tags of a user with 100,000 tasks, timed on PostgreSQL.
+
+Usage (from the repository root):
+
+    .venv/bin/python bench/scale.py [--database-url postgresql://postgres@127.0.0.1:5432/taskapi_scale]
+                                    [--runs 20] [--big-tasks 100000] [--small-users 2000] [--keep] [--reuse]
+
+What it does, in about 3 to 5 minutes on 2 cores (seeding ~1.5 min, each of ~80 cases at most
+--runs + 2 calls, every call bounded by the service's statement deadline of 5 s):
+
+1. Recreates the scratch database in --database-url (never `test` or `postgres`: it is dropped),
+   migrates it with the service's Alembic migrations, and seeds 300,000 tasks with COPY
+   (bench/scale_seed.py): `big_user` with 100,000 in 9 lists, with subtasks, tags, due dates (some
+   all-day), priorities and completed ones; 2,000 users with 100 each. VACUUM ANALYZE.
+   `--reuse` skips this and uses the database as a previous `--keep` run left it.
+2. For the big user and for a 100-task user, calls the service's own functions (queries.list_tasks
+   with the filters and orders routes.listing builds, queries.stats, queries.tag_counts) --runs
+   times after 2 warm-up calls, and reports p50 and p95 of the whole call (every statement it sends,
+   the driver and the Python around them), PASS/FAIL against 20 ms, and the indexes PostgreSQL
+   uses for the statements it sent (plain EXPLAIN of the captured SQL and parameters).
+3. Writes everything to bench/results/scale.json (not committed). Exit status 1 if a case failed.
+"""
+import argparse
+import asyncio
+import json
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import db  # noqa: E402
+import explain  # noqa: E402  (bench/, beside this file)
+import queries  # noqa: E402
+import scale_seed  # noqa: E402
+from config import DatabaseSettings, Settings  # noqa: E402
+from db import Database, upgrade_schema  # noqa: E402
+from routes.listing import ListQuery  # noqa: E402
+
+DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/taskapi_scale"
+TARGET_MS = 20.0
+RESULTS = ROOT / "bench" / "results" / "scale.json"
+SORTS = ("created_at", "updated_at", "due_date", "priority", "title")
+
+
+@dataclass
+class Case:
+    name: str
+    run: Callable[[Database], Awaitable[Any]]
+
+
+def listing(user_id: str, **params: Any) -> Callable[[Database], Awaitable[Any]]:
+    query = ListQuery.model_validate(params)
+    extra = {key: params[key] for key in ("count",) if key in params}
+
+    def run(database: Database) -> Awaitable[Any]:
+        return queries.list_tasks(
+            database, query.to_filter(user_id), *query.ordering(), limit=query.limit, offset=query.offset, **extra
+        )
+
+    return run
+
+
+def cursor_listing(user_id: str, offset: int, **params: Any) -> Callable[[Database], Awaitable[Any]]:
+    """The page at `offset`, reached through a keyset cursor (made once, from the row before it)."""
+    query = ListQuery.model_validate(params)
+    sort, ascending = query.ordering()
+    cursor: list[Any] = []
+
+    async def run(database: Database) -> Any:
+        if not cursor:
+            cursor.append(await queries.cursor_at(database, query.to_filter(user_id), sort, ascending, offset))
+        return await queries.list_tasks(
+            database, query.to_filter(user_id), sort, ascending, limit=query.limit, offset=0, after=cursor[0], count=False
+        )
+
+    return run
+
+
+def cases_for(user_id: str, ids: dict[str, Any], who: str) -> list[Case]:
+    list_id, parent_id = ids[f"{who}_list"], ids[f"{who}_parent"]
+    deep = 90_000 if who == "big" else 90
+    day = scale_seed.busiest_day()
+    week_later = (date.fromisoformat(day) + timedelta(days=7)).isoformat()
+    cases = [Case("default", listing(user_id))]
+    for sort in SORTS:
+        for order in ("asc", "desc"):
+            cases.append(Case(f"sort={sort}&order={order}", listing(user_id, sort=sort, order=order)))
+    cases += [
+        Case("sort=position&list_id", listing(user_id, sort="position", list_id=list_id)),
+        Case("completed=true", listing(user_id, completed=True)),
+        Case("completed=false", listing(user_id, completed=False)),
+        Case("status=pending", listing(user_id, status="pending")),
+        Case("priority=high", listing(user_id, priority=["high"])),
+        Case("tag=home", listing(user_id, tag=["home"])),
+        Case("tag=home&tag=work", listing(user_id, tag=["home", "work"])),
+        Case("q=report (common)", listing(user_id, q="report")),
+        Case(f"q={scale_seed.RARE_WORD} (rare)", listing(user_id, q=scale_seed.RARE_WORD)),
+        Case("due_after&due_before (a week)", listing(user_id, due_after=f"{day}T00:00:00Z", due_before=f"{week_later}T00:00:00Z")),
+        Case("overdue=true", listing(user_id, overdue=True)),
+        Case("due_on", listing(user_id, due_on=day)),
+        Case("list_id", listing(user_id, list_id=list_id)),
+        Case("parent_id", listing(user_id, parent_id=parent_id)),
+        Case("parent_id=none", listing(user_id, parent_id="none")),
+        Case(f"offset={deep}", listing(user_id, offset=deep)),
+    ]
+    if hasattr(queries, "cursor_at"):
+        cases += [
+            Case("count=false", listing(user_id, count=False)),
+            Case("q=report (common), count=false", listing(user_id, q="report", count=False)),
+            Case(f"offset={deep} by cursor", cursor_listing(user_id, deep)),
+            Case(f"sort=due_date&order=desc, {deep} by cursor", cursor_listing(user_id, deep, sort="due_date", order="desc")),
+            Case(f"sort=title, {deep} by cursor", cursor_listing(user_id, deep, sort="title")),
+        ]
+    cases += [
+        Case("stats", lambda database: queries.stats(database, user_id)),
+        Case("stats&list_id", lambda database: queries.stats(database, user_id, list_id)),
+        Case("tags", lambda database: queries.tag_counts(database, user_id)),
+    ]
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing and plans
+
+
+@contextmanager
+def captured_statements() -> Iterator[list[tuple[str, Any]]]:
+    """The SQL and parameters the service sends to the driver while the block runs."""
+    captured: list[tuple[str, Any]] = []
+    real_execute = db.Connection._execute
+
+    async def recording_execute(self: db.Connection, sql: str, arguments: Any, *rest: Any) -> Any:
+        captured.append((sql, arguments))
+        return await real_execute(self, sql, arguments, *rest)
+
+    db.Connection._execute = recording_execute  # type: ignore[method-assign]
+    try:
+        yield captured
+    finally:
+        db.Connection._execute = real_execute  # type: ignore[method-assign]
+
+
+def plan_summary(engine: sa.Engine, statements: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
+    """(indexes used, tables read by a sequential scan) over the statements' plans."""
+    used: list[str] = []
+    seq: list[str] = []
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        for sql, parameters in statements:
+            if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
+                continue
+            cursor.execute("EXPLAIN " + sql, parameters)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            used += explain.INDEX_IN_PLAN.findall(plan)
+            seq += explain.SEQ_SCAN.findall(plan)
+        raw.rollback()
+    finally:
+        raw.close()
+    return list(dict.fromkeys(used)), list(dict.fromkeys(seq))
+
+
+async def time_case(database: Database, case: Case, runs: int) -> tuple[list[float], list[tuple[str, Any]]]:
+    await case.run(database)  # warm-up (and a cursor case makes its cursor)
+    with captured_statements() as statements:
+        await case.run(database)  # second warm-up: the statements of one call
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        await case.run(database)
+        timings.append((time.perf_counter() - started) * 1000)
+    return timings, statements
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def run_cases(url: str, groups: dict[str, list[Case]], runs: int, engine: sa.Engine) -> list[dict[str, Any]]:
+    settings = Settings(_env_file=None, database_url=url, better_auth_secret=secrets.token_urlsafe(48))
+    database = Database(settings)
+    results = []
+    try:
+        for who, cases in groups.items():
+            print(f"\n{who}\n{'case':<44} {'p50 ms':>8} {'p95 ms':>8}  result  indexes (seq scans)")
+            for case in cases:
+                timings, statements = await time_case(database, case, runs)
+                used, seq = plan_summary(engine, statements)
+                p50, p95 = statistics.median(timings), percentile(timings, 0.95)
+                verdict = "PASS" if p50 < TARGET_MS else "FAIL"
+                print(f"{case.name:<44} {p50:>8.1f} {p95:>8.1f}  {verdict}    {', '.join(used) or '-'}"
+                      + (f" (seq scan: {', '.join(seq)})" if seq else ""))
+                results.append({"user": who, "case": case.name, "p50_ms": round(p50, 2), "p95_ms": round(p95, 2),
+                                "pass": verdict == "PASS", "statements": len(statements), "indexes": used, "seq_scans": seq})
+    finally:
+        await database.close()
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=DEFAULT_URL, help=f"a scratch database, recreated (default {DEFAULT_URL})")
+    parser.add_argument("--runs", type=int, default=20, help="timed calls per case (after 2 warm-ups)")
+    parser.add_argument("--big-tasks", type=int, default=100_000)
+    parser.add_argument("--small-users", type=int, default=2000, help="users with 100 tasks each")
+    parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
+    parser.add_argument("--reuse", action="store_true", help="use the database a --keep run left (no seeding)")
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this")
+    args = parser.parse_args()
+
+    url = DatabaseSettings.normalise_database_url(args.database_url)
+    name = make_url(url).database
+    if not url.startswith("postgresql") or name in ("test", "postgres", "template0", "template1"):
+        parser.error("--database-url must be a scratch PostgreSQL database (it is dropped), not test or postgres")
+    started = time.perf_counter()
+    if not args.reuse:
+        explain.recreate_database(url)
+    upgrade_schema(url)
+    if not args.reuse:
+        scale_seed.seed(url, args.small_users, 100, args.big_tasks)
+    print(f"database ready in {time.perf_counter() - started:.1f} s")
+    engine = sa.create_engine(url)
+    ids = scale_seed.sample_ids(url)
+    groups = {
+        f"{scale_seed.BIG_USER} ({args.big_tasks:,} tasks)": cases_for(scale_seed.BIG_USER, ids, "big"),
+        f"{ids['small_user']} (100 tasks)": cases_for(ids["small_user"], ids, "small"),
+    }
+    if args.only:
+        groups = {who: [case for case in cases if args.only in case.name] for who, cases in groups.items()}
+    results = asyncio.run(run_cases(url, groups, args.runs, engine))
+    engine.dispose()
+    if not args.keep:
+        explain.drop_database(url)
+    failed = [f"{result['user']}: {result['case']}" for result in results if not result["pass"]]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"target_ms": TARGET_MS, "runs": args.runs, "results": results}, indent=2))
+    print(f"\n{len(results) - len(failed)} of {len(results)} cases under {TARGET_MS:.0f} ms p50 "
+          f"({time.perf_counter() - started:.0f} s in all); results in {RESULTS.relative_to(ROOT)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Migration 0007 (the listing's indexes) up, down and up again, on SQLite and PostgreSQL; and the
+priority rank the listing sorts by is spelt exactly as the index on it."""
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.dialects import postgresql, sqlite
+
+import models
+import queries
+from config import Settings
+from test_migration_lists import alembic_config
+
+NEW_INDEXES = {
+    "task": {"ix_task_user_id_updated_at", "ix_task_user_id_priority_rank", "ix_task_user_id_completed_due_date"},
+    "task_tag": {"ix_task_tag_user_id_tag_key_tag"},
+}
+
+
+def index_names(url: str, table: str) -> set[str]:
+    engine = sa.create_engine(Settings.normalise_database_url(url))
+    with engine.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            rows = connection.exec_driver_sql(f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}'")
+        else:
+            rows = connection.exec_driver_sql(f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'")
+        names = {row[0] for row in rows}
+    engine.dispose()
+    return names
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
+def test_listing_indexes_upgrade_downgrade_upgrade(scratch_database, backend_name):
+    url = scratch_database(backend_name)  # at head
+    config = alembic_config(url)
+    title_index = {"ix_task_user_id_title"} if backend_name == "postgres" else set()
+    for table, names in NEW_INDEXES.items():
+        assert names | (title_index if table == "task" else set()) <= index_names(url, table)
+    command.downgrade(config, "0006")
+    for table, names in NEW_INDEXES.items():
+        assert not (names | title_index) & index_names(url, table)
+    command.upgrade(config, "head")
+    command.upgrade(config, "head")  # twice: harmless
+    command.check(config)  # the schema is exactly the models'
+    assert "ix_task_user_id_title" in index_names(url, "task") or backend_name == "sqlite"
+
+
+@pytest.mark.parametrize("dialect", [postgresql.dialect(), sqlite.dialect()], ids=["postgresql", "sqlite"])
+def test_priority_rank_is_spelt_as_its_index(dialect):
+    compiled = str(queries.PRIORITY_RANK.compile(dialect=dialect)).replace("task.", "")
+    assert f"({compiled})" == models.PRIORITY_RANK_SQL

@@ -32,13 +32,15 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
@@ -206,14 +208,25 @@ def cases(light_user: str) -> list[Case]:
     ]
 
 
-def capture(url: str, run: Callable[[Database], Any]) -> list[tuple[str, Any]]:
-    """The statements (SQL text and parameters, as sent to the driver) that `run` executes."""
+@contextmanager
+def captured_statements() -> Iterator[list[tuple[str, Any]]]:
+    """The SQL and parameters the service sends to the driver while the block runs."""
     captured: list[tuple[str, Any]] = []
     real_execute = db.Connection._execute
 
     async def recording_execute(self: db.Connection, sql: str, arguments: Any, *rest: Any) -> Any:
         captured.append((sql, arguments))
         return await real_execute(self, sql, arguments, *rest)
+
+    db.Connection._execute = recording_execute  # type: ignore[method-assign]
+    try:
+        yield captured
+    finally:
+        db.Connection._execute = real_execute  # type: ignore[method-assign]
+
+
+def capture(url: str, run: Callable[[Database], Any]) -> list[tuple[str, Any]]:
+    """The statements (SQL text and parameters, as sent to the driver) that `run` executes."""
 
     async def run_once() -> None:
         settings = Settings(_env_file=None, database_url=url, better_auth_secret=secrets.token_urlsafe(48))  # unused here
@@ -223,11 +236,8 @@ def capture(url: str, run: Callable[[Database], Any]) -> list[tuple[str, Any]]:
         finally:
             await database.close()
 
-    db.Connection._execute = recording_execute  # type: ignore[method-assign]
-    try:
+    with captured_statements() as captured:
         asyncio.run(run_once())
-    finally:
-        db.Connection._execute = real_execute  # type: ignore[method-assign]
     return captured
 
 
@@ -248,17 +258,21 @@ INDEX_IN_PLAN = re.compile(r"(?:Index Scan|Index Only Scan|Bitmap Index Scan)(?:
 SEQ_SCAN = re.compile(r"Seq Scan on (\S+)")
 
 
-def explain(engine: sa.Engine, statement: str, parameters: Any) -> tuple[str, list[str]]:
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        sql = cursor.mogrify(statement, parameters).decode()
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+def plan_lines(engine: sa.Engine, statement: str, parameters: Any, analyze: bool = True) -> list[str]:
+    """The plan of `statement` as the service sends it: `$1` placeholders and their values in order
+    (db.Compiled.positions), run the service's way (psycopg 3's raw cursor), then rolled back."""
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(conninfo) as connection:
+        cursor = psycopg.RawCursor(connection)
+        cursor.execute(("EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN ") + statement, parameters)
         plan = [row[0] for row in cursor.fetchall()]
-        raw.rollback()
-    finally:
-        raw.close()
-    return sql, plan
+        connection.rollback()
+    return plan
+
+
+def explain(engine: sa.Engine, statement: str, parameters: Any) -> tuple[str, list[str]]:
+    shown = statement + "\n-- values: " + ", ".join(f"${index} = {value!r}" for index, value in enumerate(parameters, 1))
+    return shown, plan_lines(engine, statement, parameters)
 
 
 def main() -> int:

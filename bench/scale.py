@@ -27,8 +27,7 @@ import secrets
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -40,7 +39,6 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import db  # noqa: E402
 import explain  # noqa: E402  (bench/, beside this file)
 import queries  # noqa: E402
 import scale_seed  # noqa: E402
@@ -135,46 +133,21 @@ def cases_for(user_id: str, ids: dict[str, Any], who: str) -> list[Case]:
 # Timing and plans
 
 
-@contextmanager
-def captured_statements() -> Iterator[list[tuple[str, Any]]]:
-    """The SQL and parameters the service sends to the driver while the block runs."""
-    captured: list[tuple[str, Any]] = []
-    real_execute = db.Connection._execute
-
-    async def recording_execute(self: db.Connection, sql: str, arguments: Any, *rest: Any) -> Any:
-        captured.append((sql, arguments))
-        return await real_execute(self, sql, arguments, *rest)
-
-    db.Connection._execute = recording_execute  # type: ignore[method-assign]
-    try:
-        yield captured
-    finally:
-        db.Connection._execute = real_execute  # type: ignore[method-assign]
-
-
 def plan_summary(engine: sa.Engine, statements: list[tuple[str, Any]]) -> tuple[list[str], list[str]]:
     """(indexes used, tables read by a sequential scan) over the statements' plans."""
     used: list[str] = []
     seq: list[str] = []
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        for sql, parameters in statements:
-            if not sql.lstrip().upper().startswith(("SELECT", "WITH")):
-                continue
-            cursor.execute("EXPLAIN " + sql, parameters)
-            plan = "\n".join(row[0] for row in cursor.fetchall())
+    for sql, parameters in statements:
+        if sql.lstrip().upper().startswith(("SELECT", "WITH")):
+            plan = "\n".join(explain.plan_lines(engine, sql, parameters, analyze=False))
             used += explain.INDEX_IN_PLAN.findall(plan)
             seq += explain.SEQ_SCAN.findall(plan)
-        raw.rollback()
-    finally:
-        raw.close()
     return list(dict.fromkeys(used)), list(dict.fromkeys(seq))
 
 
 async def time_case(database: Database, case: Case, runs: int) -> tuple[list[float], list[tuple[str, Any]]]:
     await case.run(database)  # warm-up (and a cursor case makes its cursor)
-    with captured_statements() as statements:
+    with explain.captured_statements() as statements:
         await case.run(database)  # second warm-up: the statements of one call
     timings = []
     for _ in range(runs):

@@ -50,6 +50,7 @@ VENV_BIN = Path(sys.executable).parent if (Path(sys.executable).parent / "uvicor
 OURS_DB, FLOOR_DB = "taskapi_bench", "floor_bench"
 BENCH_USER, WRITER_USER, TREE_USER = "bench_user", "bench_writer", "bench_tree"
 SEED_USERS, TASKS_PER_USER, BENCH_TASKS = 1000, 20, 50
+WRITERS = 64  # seeded users whose tokens the create_users route takes in turn
 # The tree user's list in manual order: 50 top-level tasks, 3 subtasks each, 2 below each of those
 # (50 + 150 + 300 = 500 tasks, 3 levels), rendered whole by one request.
 TREE_LIST_ID, TREE_SHAPE = 100_000, (50, 3, 2)
@@ -70,6 +71,10 @@ ROUTES = {
                     ours=("get_one.lua", "/api/tasks", "bench", True), floor=("get_one.lua", "/api/tasks", "bench", True)),
     "create": dict(label="POST /api/tasks", target=0.4,
                    ours=("create.lua", "/api/tasks", "writer", False), floor=("create.lua", "/api/tasks", "writer", False)),
+    # The same creates from 64 users: a user's writes wait for each other (the per-user event
+    # counter keeps the change feed in commit order, events.py); different users' writes do not.
+    "create_users": dict(label=f"POST /api/tasks ({WRITERS} users in turn)", target=0.4,
+                         ours=("create.lua", "/api/tasks", "writers", False), floor=("create.lua", "/api/tasks", "writers", False)),
     "update": dict(label="PATCH /api/tasks/{id}  (floor: POST)", target=0.4,
                    ours=("patch.lua", "/api/tasks", "bench", True), floor=("create.lua", "/api/tasks", "writer", False)),
     "toggle": dict(label="POST /api/tasks/{id}/toggle  (floor: POST)", target=0.4,
@@ -541,9 +546,12 @@ class Bench:
         log(f"seeded {len(rows):,} tasks ({SEED_USERS:,} users x {TASKS_PER_USER} + {BENCH_USER} x {BENCH_TASKS} "
             f"+ {TREE_USER} x {TREE_TASKS} in a tree), "
             f"{tags:,} tag rows, in {time.monotonic() - t0:.1f}s")
+        writers = [f"user_{u:04d}" for u in range(1, WRITERS + 1)]
         self.tokens = {
-            "ours": {"bench": self.auth.ours(BENCH_USER), "writer": self.auth.ours(WRITER_USER), "tree": self.auth.ours(TREE_USER)},
-            "floor": {"bench": self.auth.hs256(BENCH_USER), "writer": self.auth.hs256(WRITER_USER), "tree": self.auth.hs256(TREE_USER)},
+            "ours": {"bench": self.auth.ours(BENCH_USER), "writer": self.auth.ours(WRITER_USER), "tree": self.auth.ours(TREE_USER),
+                     "writers": ",".join(self.auth.ours(user) for user in writers)},
+            "floor": {"bench": self.auth.hs256(BENCH_USER), "writer": self.auth.hs256(WRITER_USER), "tree": self.auth.hs256(TREE_USER),
+                      "writers": ",".join(self.auth.hs256(user) for user in writers)},
         }
 
     def ours_env(self) -> dict[str, str]:

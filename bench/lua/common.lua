@@ -1,5 +1,5 @@
 -- Shared by every bench script (loaded with dofile from BENCH_LUA_DIR).
--- Env: BENCH_TOKEN (required), BENCH_TASK_IDS ("1,2,3"), BENCH_LIMIT_PER_THREAD (0 = no limit).
+-- Env: BENCH_TOKEN (required; several, comma-separated, are used in turn), BENCH_TASK_IDS ("1,2,3"), BENCH_LIMIT_PER_THREAD (0 = no limit).
 -- Gives: the Authorization header, next_id() cycling over the ids (per-thread offset),
 -- a non-2xx count per status, an optional per-thread request limit (wrk.thread:stop()),
 -- and done() printing one line "BENCH_JSON {...}" that run.py parses.
@@ -11,8 +11,18 @@ local function required(name)
   return value
 end
 
-token = required("BENCH_TOKEN")
+-- BENCH_TOKEN may hold several tokens, comma-separated (several users): json_request() then
+-- takes them in turn, so consecutive requests come from different users.
+tokens = {}
+for t in string.gmatch(required("BENCH_TOKEN"), "[^,]+") do tokens[#tokens + 1] = t end
+token = tokens[1]
 wrk.headers["Authorization"] = "Bearer " .. token
+local turn = 0
+
+local function next_token()
+  turn = turn + 1
+  return tokens[((tid * 7 + turn) % #tokens) + 1]
+end
 
 ids = {}
 for id in string.gmatch(env("BENCH_TASK_IDS") or "", "%d+") do ids[#ids + 1] = id end
@@ -32,7 +42,7 @@ end
 
 -- wrk.format() replaces wrk.headers (all but Host) when given headers: pass the token again.
 function json_request(method, path, body, authorization)
-  local headers = {["Authorization"] = authorization or ("Bearer " .. token), ["Content-Type"] = "application/json"}
+  local headers = {["Authorization"] = authorization or ("Bearer " .. next_token()), ["Content-Type"] = "application/json"}
   return wrk.format(method, path, headers, body)
 end
 

@@ -1,5 +1,6 @@
 """The list's query parameters, and how they become a filter, an ordering and Link headers."""
 import re
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -192,12 +193,12 @@ class TaskListQuery(ListQuery):
         return None if self.cursor is None else keyset.decode(self.cursor, belongs_to, self.ordering()[0])
 
 
-def link_header(request: Request, page: Page, limit: int, belongs_to: bytes) -> str | None:
+def link_header(request: Request, page: Page, limit: int, belongs_to: Callable[[], bytes]) -> str | None:
     """RFC 8288 `Link`: `next` (by cursor; by offset for the tree) and `prev` (by offset) where they
     exist; the URLs keep every filter of this request."""
     links = []
     if page.next_cursor is not None:
-        cursor = keyset.encode(page.next_cursor, belongs_to)
+        cursor = keyset.encode(page.next_cursor, belongs_to())
         links.append(_link(request.url.remove_query_params("offset").include_query_params(cursor=cursor, limit=limit), "next"))
     elif page.has_more:
         links.append(_link(request.url.include_query_params(offset=page.offset + limit, limit=limit), "next"))

@@ -1,4 +1,5 @@
 """The task routes. Mounted twice by main.py: at `/api` and at `/api/{user_id}`, one implementation."""
+import functools
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
@@ -109,10 +110,10 @@ def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[st
 )
 async def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[TaskListQuery, Query()]) -> Response:
     filters, (sort, ascending) = query.to_filter(user.user_id), query.ordering()
-    belongs_to = keyset.identity(filters, sort, ascending)
-    page = await queries.list_tasks(
-        db, filters, sort, ascending, query.limit, query.offset, after=query.after(belongs_to), count=query.count
-    )
+    # What a cursor of this listing is bound to; worked out only when a cursor is read or written.
+    belongs_to = functools.cache(lambda: keyset.identity(filters, sort, ascending))
+    after = query.after(belongs_to()) if query.cursor is not None else None
+    page = await queries.list_tasks(db, filters, sort, ascending, query.limit, query.offset, after=after, count=query.count)
     headers = {} if page.total is None else {"X-Total-Count": str(page.total)}
     links = link_header(request, page, query.limit, belongs_to)
     if links:

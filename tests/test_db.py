@@ -41,7 +41,7 @@ def test_a_full_pool_answers_unavailable_after_the_timeout_instead_of_hanging(da
 
 
 async def _titles(database: Database, user_id: str) -> list[str]:
-    tasks, _total = await queries.list_tasks(database, queries.TaskFilter(user_id), "created_at", True, 100, 0)
+    tasks = (await queries.list_tasks(database, queries.TaskFilter(user_id), "created_at", True, 100, 0)).tasks
     return [task["title"] for task in tasks]
 
 

@@ -179,7 +179,15 @@ def _page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: S
         .order_by(*order, direction(t.id))  # ties broken by id: pages are stable
         .limit(sa.bindparam("limit"))
     )
-    return statement.offset(sa.bindparam("offset")) if start == "offset" else statement
+    statement = statement.offset(sa.bindparam("offset")) if start == "offset" else statement
+    return _planned_per_call(statement, shape)
+
+
+def _planned_per_call(statement: sa.Select, shape: tuple[Any, ...]) -> sa.Select:
+    """A search (`q=`) is planned for its own text on every call, never prepared: how many tasks a
+    word matches decides the plan (walk an order's index and filter, or look it up in the trigram
+    index), and a generic plan made after a few rare words kept scanning for common ones (120 ms)."""
+    return statement.execution_options(prepare=False) if shape[1] else statement
 
 
 def _tree_page_statement(shape: tuple[Any, ...]) -> sa.Select:
@@ -188,19 +196,20 @@ def _tree_page_statement(shape: tuple[Any, ...]) -> sa.Select:
     rows, sorted by path. A filtered-out task's matching subtasks still follow where it would be."""
     in_one_list = shape[-2]
     ordered = tree.tree_order(in_one_list)
-    return (
+    return _planned_per_call(
         sa.select(*PUBLIC_SELECTED)
         .select_from(task_table.join(ordered, ordered.c.id == task_table.c.id))
         .where(*_conditions(shape))
         .order_by(ordered.c.path)
         .limit(sa.bindparam("limit"))
-        .offset(sa.bindparam("offset"))
+        .offset(sa.bindparam("offset")),
+        shape,
     )
 
 
 @functools.lru_cache(maxsize=512)
 def _count_statement(shape: tuple[Any, ...]) -> sa.Select:
-    return sa.select(sa.func.count()).select_from(task_table).where(*_conditions(shape))
+    return _planned_per_call(sa.select(sa.func.count()).select_from(task_table).where(*_conditions(shape)), shape)
 
 
 def _segments(sort: str, after: keyset.Cursor | None) -> list[tuple[Start, dict[str, Any]]]:

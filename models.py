@@ -65,6 +65,8 @@ class Task(SQLModel, table=True):
         sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority_known"),
         # The list's default order, for one user among many.
         sa.Index("ix_task_user_id_created_at", "user_id", "created_at", "id"),
+        # One list's tasks in the default order, and their count (`?list_id=`, `stats&list_id`).
+        sa.Index("ix_task_user_id_list_id_created_at", "user_id", "list_id", "created_at", "id"),
         # A list's tasks (`?list_id=`, deleting a list, a subtree changing list).
         sa.Index("ix_task_list_id_parent_id_position", "list_id", "parent_id", "position", "id"),
         # A list's top level in manual order: its first and last positions (each create), the tree's

@@ -203,12 +203,38 @@ def _planned_per_call(statement: sa.Select, shape: tuple[Any, ...]) -> sa.Select
     return statement.execution_options(prepare=False) if shape[1] == "indexed" else statement
 
 
+def _unfiltered_tree(shape: tuple[Any, ...]) -> bool:
+    """No filter but the list (or the top level only): every row of the tree is listed, so a page of
+    n rows (after `offset` others) lies under the first n + offset top-level tasks."""
+    completed, text, priorities, tags, due_before, due_after, overdue, due_on, _list, parent = shape
+    filtered = completed or text or priorities or tags or due_before or due_after or due_on or overdue is not None
+    return not filtered and parent in (False, "top")
+
+
 def _tree_page_statement(shape: tuple[Any, ...]) -> sa.Select:
     """The manual order as a tree, in one query: every task of the list (of every list, in the
     lists' order, without `list_id`) with its path (tree.tree_order), the filters applied to the
     rows, sorted by path. A filtered-out task's matching subtasks still follow where it would be."""
     in_one_list = shape[-2]
-    ordered = tree.tree_order(in_one_list)
+    if _unfiltered_tree(shape) and shape[-1] is False:
+        # Every row of the tree is listed: the page is cut from the tree (under its first roots),
+        # then its tasks are read by id. The tree's own conditions (the owner's top-level tasks of
+        # the list, and their subtasks, which are in their parent's list) are the filter; said
+        # again on the tasks, they made PostgreSQL read all of the list's tasks to join 100 to them.
+        ordered = tree.tree_order(in_one_list, first_roots=True)
+        page = (
+            sa.select(ordered.c.id, ordered.c.path)
+            .order_by(ordered.c.path)
+            .limit(sa.bindparam("limit"))
+            .offset(sa.bindparam("offset"))
+            .subquery("page")
+        )
+        return (
+            sa.select(*PUBLIC_SELECTED)
+            .select_from(page.join(task_table, task_table.c.id == page.c.id))
+            .order_by(page.c.path)
+        )
+    ordered = tree.tree_order(in_one_list, first_roots=_unfiltered_tree(shape))
     return _planned_per_call(
         sa.select(*PUBLIC_SELECTED)
         .select_from(task_table.join(ordered, ordered.c.id == task_table.c.id))
@@ -313,7 +339,8 @@ async def _page_rows(
 ) -> list[dict[str, Any]]:
     if offset or sort == "position":
         statement = _page_statement(shape, sort, ascending)
-        return await connection.fetch_all(statement, {**parameters, "limit": wanted, "offset": offset})
+        values = {"limit": wanted, "offset": offset, "roots": wanted + offset}
+        return await connection.fetch_all(statement, {**parameters, **values})
     rows: list[dict[str, Any]] = []
     for start, values in _segments(sort, after):
         statement = _page_statement(shape, sort, ascending, start)

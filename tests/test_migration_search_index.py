@@ -1,4 +1,4 @@
-"""Migration 0009 (the search's trigram index) up, down and up again, on SQLite (nothing) and
+"""Migration 0009 (a list's index and the search's trigram index) up, down and up again, on SQLite and
 PostgreSQL; and the listing searches the exact expression the index holds."""
 import pytest
 import sqlalchemy as sa
@@ -26,10 +26,11 @@ def test_search_index_upgrade_downgrade_upgrade(scratch_database, backend_name):
     config = alembic_config(url)
     on_postgres = backend_name == "postgres"
     assert ("ix_task_search" in index_names(url, "task")) == on_postgres
+    assert "ix_task_user_id_list_id_created_at" in index_names(url, "task")
     if on_postgres:
         assert "st_task_user_key" in statistics_names(url)
     command.downgrade(config, "0008")
-    assert "ix_task_search" not in index_names(url, "task")
+    assert not {"ix_task_search", "ix_task_user_id_list_id_created_at"} & index_names(url, "task")
     if on_postgres:
         assert "st_task_user_key" not in statistics_names(url)
     command.upgrade(config, "head")
@@ -46,6 +47,6 @@ def test_search_uses_the_indexed_expression():
 
 
 def test_index_expression_is_the_models():
-    migration = __import__("importlib").import_module("migrations.versions.0009_search_index")
+    migration = __import__("importlib").import_module("migrations.versions.0009_list_and_search_indexes")
     separator_spelt = migration.SEARCHED_TEXT.replace("E'\\x1f'", f"'{models.SEARCH_SEPARATOR}'")
     assert separator_spelt == models.SEARCHED_TEXT_SQL

@@ -1,5 +1,10 @@
-"""`q=` for a user with many tasks (issue #15), PostgreSQL only: a trigram index of the searched text.
+"""A list's tasks and `q=` for a user with many tasks (issue #15).
 
+- ix_task_user_id_list_id_created_at (both databases): `?list_id=` in the default order walks the
+  list's own range (100,000-task user, a list of 11,000: 32 -> 2 ms), its count and `stats&list_id`
+  read only that range of this index, and a tree page's count too.
+
+PostgreSQL only:
 - ix_task_search: GIN on (lower(user_id), models.SEARCHED_TEXT_SQL with gin_trgm_ops). A rare word is
   found among that user's tasks only (100,000-task user: 107 -> ~2 ms); the count of a common word
   reads its matches instead of all the user's tasks. `lower(user_id)` (btree_gin), not `user_id`:
@@ -12,7 +17,7 @@
 
 Every write of a title or description updates the index (GIN's pending list takes most of that).
 The extensions pg_trgm and btree_gin (trusted: the database owner may create them) stay on downgrade.
-SQLite: nothing (a search there reads the user's tasks, as before).
+SQLite: no search index (a search there reads the user's tasks, as before).
 
 Revision ID: 0009
 Revises: 0008
@@ -32,6 +37,7 @@ SEARCHED_TEXT = "lower(title) || E'\\x1f' || lower(coalesce(description, ''))"
 
 
 def upgrade() -> None:
+    op.create_index("ix_task_user_id_list_id_created_at", "task", ["user_id", "list_id", "created_at", "id"])
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
         return
@@ -43,7 +49,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name != "postgresql":
-        return
-    op.execute("DROP STATISTICS IF EXISTS st_task_user_key")
-    op.execute("DROP INDEX ix_task_search")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP STATISTICS IF EXISTS st_task_user_key")
+        op.execute("DROP INDEX ix_task_search")
+    op.drop_index("ix_task_user_id_list_id_created_at", "task")

@@ -56,8 +56,9 @@ class TaskFilter:
     top_level_only: bool = False
     due_on: date | None = None
     zone_name: str | None = None  # the zone of `due_on`; None: the user's setting
-    # `text` is looked up in the trigram index (PostgreSQL, a user with many tasks: list_tasks decides)
-    text_indexed: bool = False
+    # PostgreSQL, a user with many tasks (list_tasks decides, for a search or tags): `text` is looked
+    # up in the trigram index, and a statement with either is planned for its values on every call.
+    many_tasks: bool = False
 
     def tag_keys(self) -> list[str]:
         return list(dict.fromkeys(tag.strip().lower() for tag in self.tags or ()))
@@ -65,7 +66,7 @@ class TaskFilter:
     def shape(self) -> tuple[Any, ...]:
         return (
             self.completed is not None,
-            self.text and ("indexed" if self.text_indexed and SEARCH_SEPARATOR not in self.text else "plain"),
+            self.text and ("indexed" if self.many_tasks and SEARCH_SEPARATOR not in self.text else "plain"),
             len(set(self.priorities or ())),
             len(self.tag_keys()),
             self.due_before is not None,
@@ -74,6 +75,7 @@ class TaskFilter:
             self.due_on is not None,
             self.list_id is not None,
             "top" if self.top_level_only else self.parent_id is not None,
+            self.many_tasks,
         )
 
     def parameters(self) -> dict[str, Any]:
@@ -103,7 +105,7 @@ class TaskFilter:
 
 @functools.lru_cache(maxsize=512)
 def _conditions(shape: tuple[Any, ...]) -> tuple[sa.ColumnElement[bool], ...]:
-    has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue, has_due_on, has_list, parent = shape
+    has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue, has_due_on, has_list, parent, _many = shape
     t = task_table.c
     conditions = [t.user_id == sa.bindparam("owner")]
     if has_list:
@@ -196,17 +198,17 @@ def _page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: S
 
 
 def _planned_per_call(statement: sa.Select, shape: tuple[Any, ...]) -> sa.Select:
-    """A search in the trigram index is planned for its own text on every call, never prepared: how
-    many tasks a word matches decides the plan (walk an order's index and filter, or read the word's
-    matches from the trigram index), and a generic plan made after a few rare words kept scanning
-    the user's tasks for common ones (120 ms)."""
-    return statement.execution_options(prepare=False) if shape[1] == "indexed" else statement
+    """For a user with many tasks, a search or a tag filter is planned for its values on every call,
+    never prepared: how many tasks a word or a tag matches decides the plan (walk the order's index
+    and probe each task, or read the matches and sort them). Generic plans read them all: after a few
+    rare words, a common one cost 120 ms instead of 2; `tag=home` 33 ms instead of 3."""
+    return statement.execution_options(prepare=False) if shape[-1] else statement
 
 
 def _unfiltered_tree(shape: tuple[Any, ...]) -> bool:
     """No filter but the list (or the top level only): every row of the tree is listed, so a page of
     n rows (after `offset` others) lies under the first n + offset top-level tasks."""
-    completed, text, priorities, tags, due_before, due_after, overdue, due_on, _list, parent = shape
+    completed, text, priorities, tags, due_before, due_after, overdue, due_on, _list, parent, _many = shape
     filtered = completed or text or priorities or tags or due_before or due_after or due_on or overdue is not None
     return not filtered and parent in (False, "top")
 
@@ -215,8 +217,8 @@ def _tree_page_statement(shape: tuple[Any, ...]) -> sa.Select:
     """The manual order as a tree, in one query: every task of the list (of every list, in the
     lists' order, without `list_id`) with its path (tree.tree_order), the filters applied to the
     rows, sorted by path. A filtered-out task's matching subtasks still follow where it would be."""
-    in_one_list = shape[-2]
-    if _unfiltered_tree(shape) and shape[-1] is False:
+    in_one_list, parent = shape[8], shape[9]
+    if _unfiltered_tree(shape) and parent is False:
         # Every row of the tree is listed: the page is cut from the tree (under its first roots),
         # then its tasks are read by id. The tree's own conditions (the owner's top-level tasks of
         # the list, and their subtasks, which are in their parent's list) are the filter; said
@@ -274,7 +276,24 @@ async def _has_many_tasks(connection: Any, user_id: str) -> bool:
 
 @functools.lru_cache(maxsize=512)
 def _count_statement(shape: tuple[Any, ...]) -> sa.Select:
+    tag_count = shape[3]
+    if tag_count and not any(shape[:3]) and not any(shape[4:6]) and shape[6] is None and not any(shape[7:10]):
+        return _tagged_count(tag_count)
     return _planned_per_call(sa.select(sa.func.count()).select_from(task_table).where(*_conditions(shape)), shape)
+
+
+def _tagged_count(tag_count: int) -> sa.Select:
+    """The count of `tag=` alone, from the tag index only: a task has one row per tag (its key is
+    (task_id, tag_key)), with its owner's user_id, so the tasks carrying every tag are the task ids
+    found under each (joined to the user's 100,000 tasks instead: 50 ms)."""
+    tagged = [tag_table.alias(f"tagged_{index}") for index in range(tag_count)]
+    joined: sa.FromClause = tagged[0]
+    for other in tagged[1:]:
+        joined = joined.join(other, other.c.task_id == tagged[0].c.task_id)
+    return sa.select(sa.func.count()).select_from(joined).where(
+        *(t.c.user_id == sa.bindparam("owner") for t in tagged),
+        *(t.c.tag_key == sa.bindparam(f"tag_{index}") for index, t in enumerate(tagged)),
+    )
 
 
 def _segments(sort: str, after: keyset.Cursor | None) -> list[tuple[Start, dict[str, Any]]]:
@@ -310,8 +329,8 @@ async def list_tasks(
     async with db.connect() as connection:
         if filters.due_on is not None and filters.zone_name is None:
             filters.zone_name = await settings_store.zone_of(connection, filters.user_id)
-        if filters.text and connection.dialect == "postgresql":
-            filters.text_indexed = await _has_many_tasks(connection, filters.user_id)
+        if (filters.text or filters.tags) and connection.dialect == "postgresql":
+            filters.many_tasks = await _has_many_tasks(connection, filters.user_id)
         shape, parameters = filters.shape(), filters.parameters()
         rows = await _page_rows(connection, shape, sort, ascending, parameters, limit + 1, offset, after)
         has_more = len(rows) > limit

@@ -58,6 +58,7 @@ class Compiled:
     # is (psycopg's raw cursor), so the driver never parses the SQL for placeholders (it cached
     # that only for short statements: the writes with their events paid ~60 us a call).
     positions: tuple[str, ...] | None = None
+    prepare: bool = True  # False: planned on every call with its values (statement.execution_options(prepare=False))
 
     def arguments(self, params: Params | None) -> Params | tuple[Any, ...]:
         arguments = {**self.defaults, **params} if params else dict(self.defaults)
@@ -121,7 +122,8 @@ class Dialect:
         # A SELECT over data-modifying CTEs (events.with_event) writes: never run it twice.
         writes_in_ctes = any(isinstance(cte.element, sa.sql.dml.UpdateBase) for cte in compiled.ctes or ())
         is_read = bool(getattr(statement, "is_select", False)) and not writes_in_ctes
-        return Compiled(compiled.string, defaults, to_driver, columns, from_driver, is_read, positions)
+        prepare = statement.get_execution_options().get("prepare", True)
+        return Compiled(compiled.string, defaults, to_driver, columns, from_driver, is_read, positions, prepare)
 
 
 def _base(type_: sa.types.TypeEngine) -> sa.types.TypeEngine:
@@ -212,17 +214,17 @@ class Connection:
 
     async def fetch_one(self, statement: sa.Executable, params: Params | None = None) -> Row | None:
         compiled = self.database.compiled(statement)
-        values = await self._execute(compiled.sql, compiled.arguments(params), _fetch_one, compiled.is_read)
+        values = await self._execute(compiled.sql, compiled.arguments(params), _fetch_one, compiled.is_read, compiled.prepare)
         return compiled.row(values) if values is not None else None
 
     async def fetch_all(self, statement: sa.Executable, params: Params | None = None) -> list[Row]:
         compiled = self.database.compiled(statement)
-        rows = await self._execute(compiled.sql, compiled.arguments(params), _fetch_all, compiled.is_read)
+        rows = await self._execute(compiled.sql, compiled.arguments(params), _fetch_all, compiled.is_read, compiled.prepare)
         return [compiled.row(values) for values in rows]
 
     async def fetch_value(self, statement: sa.Executable, params: Params | None = None) -> Any:
         compiled = self.database.compiled(statement)
-        values = await self._execute(compiled.sql, compiled.arguments(params), _fetch_one, compiled.is_read)
+        values = await self._execute(compiled.sql, compiled.arguments(params), _fetch_one, compiled.is_read, compiled.prepare)
         return values[0] if values is not None else None
 
     async def execute(self, statement: sa.Executable, params: Params | None = None) -> int:
@@ -235,26 +237,26 @@ class Connection:
         retry_safe = sql.split(None, 1)[0].rstrip(";").upper() in ("BEGIN", "SELECT")
         await self._execute(sql, None, None, retry_safe)
 
-    async def _execute(self, sql: str, arguments: Any, fetch: "Fetch | None", is_read: bool) -> Any:
+    async def _execute(self, sql: str, arguments: Any, fetch: "Fetch | None", is_read: bool, prepare: bool = True) -> Any:
         driver = self.database.driver
         was_idle = driver.is_idle(self.raw)
         try:
-            return await self._run(sql, arguments, fetch)
+            return await self._run(sql, arguments, fetch, prepare)
         except _ConnectionLost as lost:
             if not (was_idle and (is_read or driver.write_was_not_applied(lost.error))):
                 raise DatabaseUnavailable("the database connection broke") from lost.error
             await self._replace_connection()
             try:
-                return await self._run(sql, arguments, fetch)
+                return await self._run(sql, arguments, fetch, prepare)
             except _ConnectionLost as again:
                 raise DatabaseUnavailable("the database connection broke twice") from again.error
 
-    async def _run(self, sql: str, arguments: Any, fetch: "Fetch | None") -> Any:
+    async def _run(self, sql: str, arguments: Any, fetch: "Fetch | None", prepare: bool = True) -> Any:
         driver = self.database.driver
         raw = self.raw
         deadline = asyncio.get_running_loop().call_later(driver.statement_timeout, self._cut, raw)
         try:
-            cursor = await driver.execute(raw, sql, arguments) if arguments is not None else await self._execute_plain(sql)
+            cursor = await driver.execute(raw, sql, arguments, prepare) if arguments is not None else await self._execute_plain(sql)
             result = await fetch(cursor) if fetch is not None else None
         except Exception as error:
             self._classify(error)

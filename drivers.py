@@ -57,8 +57,9 @@ class Driver:
     async def connect(self, timeout: float) -> Any:
         raise NotImplementedError
 
-    async def execute(self, raw: Any, sql: str, arguments: Any) -> Any:
-        """Run one compiled statement with its values (db.Compiled.arguments); the cursor."""
+    async def execute(self, raw: Any, sql: str, arguments: Any, prepare: bool = True) -> Any:
+        """Run one compiled statement with its values (db.Compiled.arguments); the cursor. `prepare`
+        False (PostgreSQL): never prepared, planned for these values (db.Compiled.prepare)."""
         return await raw.execute(sql, arguments)
 
     def is_idle(self, raw: Any) -> bool:
@@ -161,9 +162,11 @@ class PostgresDriver(Driver):
         await self.configure(raw)
         return raw
 
-    async def execute(self, raw: psycopg.AsyncConnection, sql: str, arguments: tuple[Any, ...]) -> psycopg.AsyncRawCursor:
+    async def execute(
+        self, raw: psycopg.AsyncConnection, sql: str, arguments: tuple[Any, ...], prepare: bool = True
+    ) -> psycopg.AsyncRawCursor:
         """`$1`-style SQL with its values in order (db.Compiled.positions): not parsed by psycopg."""
-        return await psycopg.AsyncRawCursor(raw).execute(sql, arguments)
+        return await psycopg.AsyncRawCursor(raw).execute(sql, arguments, prepare=None if prepare else False)
 
     def is_idle(self, raw: psycopg.AsyncConnection) -> bool:
         return raw.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE and not raw.closed

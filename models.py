@@ -17,6 +17,11 @@ PRIORITIES = ("low", "medium", "high")
 # The listing's priority order (high > medium > low), spelt as queries.PRIORITY_RANK compiles: an
 # index on an expression serves only a query with exactly that expression.
 PRIORITY_RANK_SQL = "(CASE WHEN (priority = 'low') THEN 1 WHEN (priority = 'medium') THEN 2 WHEN (priority = 'high') THEN 3 END)"
+# A task's searched text (`q=`: a substring of the title or of the description): both lowered,
+# joined by a control character. A search text without that character is in one of the two exactly
+# when it is in this (queries.py uses the plain OR for a text with it). Migration 0009 indexes it.
+SEARCH_SEPARATOR = "\x1f"
+SEARCHED_TEXT_SQL = f"lower(title) || '{SEARCH_SEPARATOR}' || lower(coalesce(description, ''))"
 USER_ID_LENGTH = 255
 TAG_LENGTH = 50
 ZONE_LENGTH = 64
@@ -60,6 +65,8 @@ class Task(SQLModel, table=True):
         sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority_known"),
         # The list's default order, for one user among many.
         sa.Index("ix_task_user_id_created_at", "user_id", "created_at", "id"),
+        # One list's tasks in the default order, and their count (`?list_id=`, `stats&list_id`).
+        sa.Index("ix_task_user_id_list_id_created_at", "user_id", "list_id", "created_at", "id"),
         # A list's tasks (`?list_id=`, deleting a list, a subtree changing list).
         sa.Index("ix_task_list_id_parent_id_position", "list_id", "parent_id", "position", "id"),
         # A list's top level in manual order: its first and last positions (each create), the tree's
@@ -84,6 +91,13 @@ class Task(SQLModel, table=True):
         sa.Index(
             "ix_task_user_id_completed_due_date", "user_id", "completed", "due_date",
             postgresql_include=["priority", "parent_id", "list_id"],
+        ),
+        # `q=` (migration 0009, PostgreSQL only): trigrams of the searched text, with the user's key
+        # (btree_gin) so that one user's matches are read, not every user's.
+        sa.Index(
+            "ix_task_search", sa.text("lower(user_id)"), sa.text(f"({SEARCHED_TEXT_SQL})"),
+            postgresql_using="gin", postgresql_ops={f"({SEARCHED_TEXT_SQL})": "gin_trgm_ops"},
+            info={"dialects": ["postgresql"], "compared": False},
         ),
         # Never reuse the id of a deleted task (SQLite would otherwise hand out max(id) + 1 again).
         {"sqlite_autoincrement": True},

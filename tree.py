@@ -96,21 +96,33 @@ def subtree_of(condition: sa.ColumnElement[bool], name: str = "subtree") -> sa.C
     return subtree(anchor, name)
 
 
-@functools.lru_cache(maxsize=4)
-def tree_order(in_one_list: bool) -> sa.CTE:
+@functools.lru_cache(maxsize=8)
+def tree_order(in_one_list: bool, first_roots: bool = False) -> sa.CTE:
     """Every top-level task of the owner (of one list: `list_id`) and its descendants, with `path`:
     the positions and ids of its list and its ancestors down to itself. Sorting by `path` gives the
     manual order as a tree: lists in their order, each task followed by its subtasks depth first,
-    siblings by position then id."""
+    siblings by position then id.
+
+    `first_roots`: only the first `roots` top-level tasks in that order, and their descendants. The
+    first n rows of the whole tree are among them (each task comes before its subtasks), so a page
+    reads its own part of the tree instead of all of it (a list of 11,000 tasks: 76 -> 5 ms)."""
     t, lists = task_table, list_table
     top_path = byte_order(_path_part(lists.c.position, lists.c.id) + SEPARATOR + _path_part(t.c.position, t.c.id))
+    # The owner's tasks; in one list of the owner's, the list says it (a list's tasks are its
+    # owner's), so that PostgreSQL walks the list's top level in order rather than all the owner's
+    # tasks of that list through another index (a generic plan did: 24 ms for a list of 11,000).
+    owned = lists.c.user_id if in_one_list and first_roots else t.c.user_id
     anchor = (
         sa.select(t.c.id, top_path.label("path"), sa.literal_column("1", sa.Integer).label("depth"))
         .select_from(t.join(lists, lists.c.id == t.c.list_id))
-        .where(t.c.user_id == sa.bindparam("owner"), t.c.parent_id.is_(None))
+        .where(owned == sa.bindparam("owner"), t.c.parent_id.is_(None))
     )
     if in_one_list:
         anchor = anchor.where(t.c.list_id == sa.bindparam("list_id"))
+    if first_roots:
+        # In one list, the order of its top-level index (ix_task_top_level_position); the same as by path.
+        order = [t.c.position, t.c.id] if in_one_list else [top_path]
+        anchor = sa.select(anchor.order_by(*order).limit(sa.bindparam("roots")).subquery("roots"))
     cte = anchor.cte("tree", recursive=True)
     child = t.alias("tree_child")
     path = byte_order(cte.c.path + SEPARATOR + _path_part(child.c.position, child.c.id))

@@ -1,0 +1,52 @@
+"""Migration 0009 (a list's index and the search's trigram index) up, down and up again, on SQLite and
+PostgreSQL; and the listing searches the exact expression the index holds."""
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from sqlalchemy.dialects import postgresql
+
+import models
+import queries
+from config import Settings
+from test_migration_listing_indexes import index_names
+from test_migration_lists import alembic_config
+
+
+def statistics_names(url: str) -> set[str]:
+    engine = sa.create_engine(Settings.normalise_database_url(url))
+    with engine.connect() as connection:
+        names = {row[0] for row in connection.exec_driver_sql("SELECT stxname FROM pg_statistic_ext")}
+    engine.dispose()
+    return names
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
+def test_search_index_upgrade_downgrade_upgrade(scratch_database, backend_name):
+    url = scratch_database(backend_name)  # at head
+    config = alembic_config(url)
+    on_postgres = backend_name == "postgres"
+    assert ("ix_task_search" in index_names(url, "task")) == on_postgres
+    assert "ix_task_user_id_list_id_created_at" in index_names(url, "task")
+    if on_postgres:
+        assert "st_task_user_key" in statistics_names(url)
+    command.downgrade(config, "0008")
+    assert not {"ix_task_search", "ix_task_user_id_list_id_created_at"} & index_names(url, "task")
+    if on_postgres:
+        assert "st_task_user_key" not in statistics_names(url)
+    command.upgrade(config, "head")
+    command.upgrade(config, "head")  # twice: harmless
+    command.check(config)  # the schema is exactly the models'
+    assert ("ix_task_search" in index_names(url, "task")) == on_postgres
+
+
+def test_search_uses_the_indexed_expression():
+    shape = queries.TaskFilter("someone", text="x", many_tasks=True).shape()
+    sql = str(queries._count_statement(shape).compile(dialect=postgresql.dialect()))
+    assert f"({models.SEARCHED_TEXT_SQL}) LIKE" in sql
+    assert "lower(task.user_id) = lower(" in sql
+
+
+def test_index_expression_is_the_models():
+    migration = __import__("importlib").import_module("migrations.versions.0009_list_and_search_indexes")
+    separator_spelt = migration.SEARCHED_TEXT.replace("E'\\x1f'", f"'{models.SEARCH_SEPARATOR}'")
+    assert separator_spelt == models.SEARCHED_TEXT_SQL

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 
 import queries
 import store
@@ -123,3 +124,50 @@ def test_prepared_statements_lost_to_a_pooler_are_explained_in_the_log(scratch_d
     with caplog.at_level(logging.ERROR, logger="task_api.db"):
         run_with_database(url, scenario)
     assert any("DB_PREPARED_STATEMENTS=false" in record.getMessage() for record in caplog.records), caplog.text
+
+
+def _block_writes_of(database_url: str, user_id: str):
+    """Another session that makes `user_id`'s writes wait (PostgreSQL: it locks the user's event
+    counter row; SQLite: it takes the write lock). Returns a function that lets them go."""
+    if database_url.startswith("sqlite"):
+        import sqlite3
+
+        path = database_url.split("///", 1)[1]
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+    else:
+        plain_url = sa.engine.make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        blocker = psycopg.connect(plain_url, autocommit=False)
+        blocker.execute("SELECT seq FROM user_event_counter WHERE user_id = %s FOR UPDATE", (user_id,))
+
+    def release() -> None:
+        blocker.rollback()
+        blocker.close()
+
+    return release
+
+
+def test_one_users_queued_writes_leave_the_other_connections_to_other_users(database_url):
+    """Six writes of alice wait on her earlier write (held here from another session). They queue in
+    the process (pools.Pool.writer_turn), so only one holds a connection of the pool of two, and
+    bob's read is served meanwhile; then all of alice's writes land, none lost."""
+
+    async def scenario(database: Database):
+        await store.create_task(database, "turn_alice", {"title": "first", "tags": []})
+        bobs = await store.create_task(database, "turn_bob", {"title": "bob's", "tags": []})
+        release = _block_writes_of(database_url, "turn_alice")
+        try:
+            writes = [asyncio.create_task(store.create_task(database, "turn_alice", {"title": f"queued {n}", "tags": []}))
+                      for n in range(6)]
+            await asyncio.sleep(0.3)  # every write has started and is waiting
+            read = await store.get_task(database, "turn_bob", bobs["id"])
+            pending_while_bob_read = sum(not write.done() for write in writes)
+        finally:
+            release()
+        await asyncio.gather(*writes)
+        return read["title"], pending_while_bob_read, sorted(await _titles(database, "turn_alice"))
+
+    title, pending, alices = run_with_database(database_url, scenario, db_pool_size=2)
+    assert title == "bob's"
+    assert pending == 6  # bob was served while all of alice's writes still waited
+    assert alices == ["first", *(f"queued {n}" for n in range(6))]

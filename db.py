@@ -186,7 +186,7 @@ class Connection:
         self.raw: Any = None
         self.broken = False
         self._timed_out = False
-        self._writer_turn: asyncio.Lock | None = None
+        self._writer_turn: asyncio.Semaphore | None = None
 
     async def __aenter__(self) -> "Connection":
         self.pool = self.database.pool

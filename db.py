@@ -232,6 +232,25 @@ class Connection:
         compiled = self.database.compiled(statement)
         return await self._execute(compiled.sql, compiled.arguments(params), _row_count, compiled.is_read)
 
+    @asynccontextmanager
+    async def atomic(self) -> AsyncIterator[None]:
+        """The statements inside commit together: in the transaction this connection is in, else
+        in one of their own (BEGIN ... COMMIT; ROLLBACK if the block fails)."""
+        if not self.database.driver.is_idle(self.raw):
+            yield
+            return
+        await self.execute_sql(self.database.driver.begin_sql)
+        try:
+            yield
+        except BaseException:
+            if not self.broken:
+                try:
+                    await self.execute_sql("ROLLBACK")
+                except Exception:  # best effort: a connection left in a transaction is closed, not reused
+                    pass
+            raise
+        await self.execute_sql("COMMIT")
+
     async def execute_sql(self, sql: str) -> None:
         """Plain SQL without values (BEGIN, COMMIT...). BEGIN and SELECT may be retried; others not."""
         retry_safe = sql.split(None, 1)[0].rstrip(";").upper() in ("BEGIN", "SELECT")
@@ -380,18 +399,8 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self, writer: str | None = None) -> AsyncIterator[Connection]:
-        async with self.connect(writer) as connection:
-            await connection.execute_sql(self.driver.begin_sql)
-            try:
-                yield connection
-            except BaseException:
-                if not connection.broken:
-                    try:
-                        await connection.execute_sql("ROLLBACK")
-                    except Exception:  # best effort: a connection left in a transaction is closed, not reused
-                        pass
-                raise
-            await connection.execute_sql("COMMIT")
+        async with self.connect(writer) as connection, connection.atomic():
+            yield connection
 
     async def is_reachable(self) -> bool:
         try:

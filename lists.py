@@ -85,7 +85,7 @@ def _new_list(user_id: str, name: str, color: str | None, position: str, is_defa
     now = utc_now()
     return {
         "user_id": user_id, "name": name, "color": color, "is_default": is_default, "position": position,
-        "created_at": now, "updated_at": now, "version": 1,
+        "created_at": now, "updated_at": now, "version": 1, "task_count": 0, "completed_count": 0,
     }
 
 
@@ -102,7 +102,10 @@ async def default_list_id(connection: Connection, user_id: str) -> int:
         return list_id
     row = _new_list(user_id, DEFAULT_LIST_NAME, None, generate_key_between(None, None), is_default=True)
     # Not cached: the caller's transaction may still roll this insert back. The next call finds it.
-    list_id = await connection.fetch_value(INSERT_DEFAULT[connection.dialect], row)
+    async with connection.atomic():  # the list and its list.created event
+        list_id = await connection.fetch_value(INSERT_DEFAULT[connection.dialect], row)
+        if list_id is not None:
+            await events.record(connection, user_id, [(events.LIST_CREATED, list_id, public({**row, "id": list_id}))])
     if list_id is None:  # another request created (and committed) it a moment ago
         list_id = await connection.fetch_value(FIND_DEFAULT, {"owner": user_id})
         cache[user_id] = list_id
@@ -155,7 +158,6 @@ async def insert_list(connection: Connection, user_id: str, fields: dict[str, An
         )
     row = _new_list(user_id, fields["name"], fields.get("color"), generate_key_between(last, None))
     row["id"] = await connection.fetch_value(INSERT_LIST, row)
-    row = {**row, "task_count": 0, "completed_count": 0}
     await events.record(connection, user_id, [(events.LIST_CREATED, row["id"], public(row))])
     return row
 

@@ -20,6 +20,8 @@ def changes(user, since=None, **params):
 
 
 def start(user) -> str:
+    """A client's start (§10): fetch the lists (the first fetch makes the default list), then the cursor."""
+    assert user.get("/api/lists").status_code == 200
     return changes(user)["cursor"]
 
 
@@ -59,6 +61,17 @@ def test_every_kind_of_task_write_is_an_event_with_the_task_as_the_api_returns_i
         assert set(change) == {"cursor", "type", "id", "data", "at"}
         assert change["at"].endswith("Z")
     assert changes(alice, page["cursor"]) == {"changes": [], "cursor": page["cursor"], "has_more": False}
+
+
+def test_the_default_list_made_on_first_use_is_a_list_created_event_once(alice):
+    cursor = changes(alice)["cursor"]  # before anything: the default list does not exist yet
+    first = alice.create_task(title="first")
+    alice.create_task(title="second")
+    inbox = alice.get("/api/lists").json()[0]
+    created_lists = [change for change in changes(alice, cursor)["changes"] if change["type"] == "list.created"]
+    assert [(change["id"], change["data"]) for change in created_lists] == [
+        (first["list_id"], {**inbox, "task_count": 0, "completed_count": 0})
+    ]
 
 
 def test_dated_tasks_events_carry_the_task_as_the_api_returns_it(alice):

@@ -160,6 +160,7 @@ def test_add_task_returns_the_hackathon_fields_and_the_task_as_rest_returns_it(a
 
 
 def test_tool_writes_are_events_in_the_change_feed_like_rest_writes(alice, bob):
+    assert alice.rest.get("/api/lists").status_code == 200  # a client's start: the lists, then the cursor
     cursor = alice.rest.get("/api/changes").json()["cursor"]
     bob_cursor = bob.rest.get("/api/changes").json()["cursor"]
     added = alice.ok("add_task", title="From the agent", due_date="2026-12-01T18:00:00Z")["task"]

@@ -51,6 +51,14 @@ def new_user(purpose: str) -> str:
     return f"hook_{purpose}_{uuid.uuid4().hex[:8]}"
 
 
+# A user's first write also makes their default list: one list.created before their first task event.
+DEFAULT_LIST_EVENTS = 1
+
+
+def task_events(events: list[dict]) -> list[dict]:
+    return [event for event in events if event["type"].startswith("task.")]
+
+
 def by_user(requests: list[Received]) -> dict[str, list[dict]]:
     events: dict[str, list[dict]] = defaultdict(list)
     for request in requests:
@@ -103,7 +111,7 @@ def test_every_event_arrives_as_a_signed_cloudevent(backend, scratch_database, r
             assert feed.status_code == 200, feed.text
         with api(server, bob) as client:
             bobs = client.post("/api/tasks", json={"title": "Bob's"})
-        receiver.wait_for(lambda: len(receiver.acknowledged()) == 4)
+        receiver.wait_for(lambda: len(receiver.acknowledged()) == 4 + 2 * DEFAULT_LIST_EVENTS)
     output = server.output()
 
     for request in receiver.requests:
@@ -113,8 +121,9 @@ def test_every_event_arrives_as_a_signed_cloudevent(backend, scratch_database, r
         assert request.headers["webhook-id"] == request.event["id"]
         verify_standard_webhook(WEBHOOK_SECRET, request)
     events = by_user(receiver.acknowledged())
-    assert [event["type"] for event in events[alice]] == ["task.created", "task.updated", "task.deleted"]
-    first = events[alice][0]
+    assert [event["type"] for event in events[alice]] == ["list.created", "task.created", "task.updated", "task.deleted"]
+    alices = task_events(events[alice])
+    first = alices[0]
     assert {key: value for key, value in first.items() if key != "data"} == {
         "specversion": "1.0",
         "id": first["id"],
@@ -125,12 +134,12 @@ def test_every_event_arrives_as_a_signed_cloudevent(backend, scratch_database, r
         "datacontenttype": "application/json",
     }
     assert first["id"].startswith("evt_")
-    assert len({event["id"] for event in events[alice] + events[bob]}) == 4
+    assert len({event["id"] for event in events[alice] + events[bob]}) == 4 + 2 * DEFAULT_LIST_EVENTS
     assert [event["data"] for event in events[alice]] == feed.json()["changes"]  # exactly as /api/changes
-    assert [event["data"]["data"] for event in events[alice]] == [created.json(), updated.json(), None]
-    assert [event["data"]["id"] for event in events[alice]] == [created.json()["id"]] * 3
+    assert [event["data"]["data"] for event in alices] == [created.json(), updated.json(), None]
+    assert [event["data"]["id"] for event in alices] == [created.json()["id"]] * 3
     assert seqs(events[alice]) == sorted(seqs(events[alice]))
-    assert [(event["subject"], event["data"]["data"]) for event in events[bob]] == [(bob, bobs.json())]
+    assert [(event["subject"], event["data"]["data"]) for event in task_events(events[bob])] == [(bob, bobs.json())]
     # The secret and the URL's credentials stay out of the logs; the receiver is named without them.
     assert WEBHOOK_SECRET not in output and WEBHOOK_SECRET.removeprefix("whsec_") not in output
     assert "pw-" not in output and "tk-" not in output
@@ -295,18 +304,19 @@ def test_a_failing_then_unreachable_receiver_gets_everything_in_order_once_it_re
             make_changes(server, user_id, 3)
         receiver.wait_for(lambda: "ConnectError" in server.output(), what="(refused) attempts")
         failed_attempts = list(receiver.requests)
-        assert pending_metric(server) == 12  # "events waiting for delivery": none acknowledged yet
+        expected = 2 * (6 + DEFAULT_LIST_EVENTS)
+        assert pending_metric(server) == expected  # "events waiting for delivery": none acknowledged yet
         receiver.answer = lambda _request: 204
         receiver.start()
-        receiver.wait_for(lambda: len(receiver.acknowledged()) == 12)
+        receiver.wait_for(lambda: len(receiver.acknowledged()) == expected)
         receiver.wait_for(lambda: pending_metric(server) == 0, what="a pending count of 0")
         output = server.output()
 
     events = by_user(receiver.acknowledged())
     for user_id in users:
-        assert len(events[user_id]) == 6
+        assert len(events[user_id]) == 6 + DEFAULT_LIST_EVENTS
         assert seqs(events[user_id]) == sorted(seqs(events[user_id]))  # in order, none twice
-        assert len(set(seqs(events[user_id]))) == 6
+        assert len(set(seqs(events[user_id]))) == 6 + DEFAULT_LIST_EVENTS
     # Only each user's first event was attempted while failing (the rest waited behind it), again
     # and again, with the same id as the copy finally acknowledged.
     delivered_ids = {event["data"]["cursor"] + event["subject"]: event["id"] for e in events.values() for event in e}
@@ -332,18 +342,19 @@ def test_a_sigkill_mid_backlog_loses_nothing(backend, scratch_database, receiver
         receiver.start()
         receiver.wait_for(lambda: len(receiver.acknowledged()) >= 5, what="the first events")
         server.kill()
-        assert len(receiver.acknowledged()) < 40, "the backlog drained before the kill; the test proves nothing"
+        total = 2 * (20 + DEFAULT_LIST_EVENTS)
+        assert len(receiver.acknowledged()) < total, "the backlog drained before the kill; the test proves nothing"
         server.start()
-        receiver.wait_for(lambda: len({r.event["id"] for r in receiver.acknowledged()}) == 40, timeout=90)
+        receiver.wait_for(lambda: len({r.event["id"] for r in receiver.acknowledged()}) == total, timeout=90)
     finally:
         server.stop()
 
     events = by_user(receiver.acknowledged())
     for user_id in users:
         delivered = seqs(events[user_id])
-        assert set(delivered) == set(range(1, 21))
+        assert set(delivered) == set(range(1, 21 + DEFAULT_LIST_EVENTS))
         assert delivered == sorted(delivered)  # in order; an event sent twice only around the crash
-    assert len(receiver.acknowledged()) - 40 <= len(users)
+    assert len(receiver.acknowledged()) - total <= len(users)
 
 
 @pytest.mark.slow
@@ -359,7 +370,7 @@ def test_two_instances_of_two_workers_deliver_each_event_once_in_order(backend, 
             make_changes(servers[index % 2], users[index % len(users)], 10)
 
         run_in_threads(8, write)  # each user writes through both instances at once
-        receiver.wait_for(lambda: len(receiver.acknowledged()) >= 80)
+        receiver.wait_for(lambda: len(receiver.acknowledged()) >= 4 * (20 + DEFAULT_LIST_EVENTS))
         for server in servers:
             server.stop()
     finally:
@@ -367,9 +378,9 @@ def test_two_instances_of_two_workers_deliver_each_event_once_in_order(backend, 
             server.stop()
 
     events = by_user(receiver.acknowledged())
-    assert len(receiver.acknowledged()) == 80  # no crash: exactly once
+    assert len(receiver.acknowledged()) == 4 * (20 + DEFAULT_LIST_EVENTS)  # no crash: exactly once
     for user_id in users:
-        assert seqs(events[user_id]) == list(range(1, 21))
+        assert seqs(events[user_id]) == list(range(1, 21 + DEFAULT_LIST_EVENTS))
 
 
 @pytest.mark.slow
@@ -382,6 +393,6 @@ def test_a_hanging_receiver_is_given_up_on_and_retried(backend, scratch_database
         with api(server, user_id) as client:  # the API does not wait on the receiver
             assert client.get("/api/tasks").status_code == 200
         receiver.hang.clear()
-        receiver.wait_for(lambda: len(receiver.acknowledged()) >= 2)
+        receiver.wait_for(lambda: len(receiver.acknowledged()) >= 2 + DEFAULT_LIST_EVENTS)
         receiver.release.set()
-    assert len({request.event["id"] for request in receiver.acknowledged()}) == 2
+    assert len({request.event["id"] for request in receiver.acknowledged()}) == 2 + DEFAULT_LIST_EVENTS

@@ -48,7 +48,8 @@ class Pool:
         wait for each other anyway, on the user's event counter row until COMMIT (events.py), so
         more of them would only hold connections idle: queueing the rest here, before they take a
         connection, keeps one user's burst from starving other users. (One at a time would also
-        serialise the parts of the writes that run side by side: -30% writes per second for one user.)"""
+        serialise the parts of the writes that run side by side: a fifth fewer writes per second for one
+        user in `make bench`.)"""
         turn = self._writers.get(user_id)
         if turn is None:
             turn = self._writers[user_id] = asyncio.Semaphore(self._writes_per_user)

@@ -16,16 +16,22 @@ NEW_INDEXES = {
 }
 
 
-def index_names(url: str, table: str) -> set[str]:
+def catalog_names(url: str, sqlite_query: str, postgres_query: str) -> set[str]:
+    """The first column of a catalog query, the one for the URL's database."""
     engine = sa.create_engine(Settings.normalise_database_url(url))
     with engine.connect() as connection:
-        if connection.dialect.name == "sqlite":
-            rows = connection.exec_driver_sql(f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}'")
-        else:
-            rows = connection.exec_driver_sql(f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'")
-        names = {row[0] for row in rows}
+        query = sqlite_query if connection.dialect.name == "sqlite" else postgres_query
+        names = {row[0] for row in connection.exec_driver_sql(query)}
     engine.dispose()
     return names
+
+
+def index_names(url: str, table: str) -> set[str]:
+    return catalog_names(
+        url,
+        f"SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = '{table}'",
+        f"SELECT indexname FROM pg_indexes WHERE tablename = '{table}'",
+    )
 
 
 @pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])

@@ -1,23 +1,17 @@
 """Migration 0009 (a list's index and the search's trigram index) up, down and up again, on SQLite and
 PostgreSQL; and the listing searches the exact expression the index holds."""
 import pytest
-import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.dialects import postgresql
 
 import models
 import queries
-from config import Settings
-from test_migration_listing_indexes import index_names
+from test_migration_listing_indexes import catalog_names, index_names
 from test_migration_lists import alembic_config
 
 
 def statistics_names(url: str) -> set[str]:
-    engine = sa.create_engine(Settings.normalise_database_url(url))
-    with engine.connect() as connection:
-        names = {row[0] for row in connection.exec_driver_sql("SELECT stxname FROM pg_statistic_ext")}
-    engine.dispose()
-    return names
+    return catalog_names(url, "SELECT NULL WHERE 0", "SELECT stxname FROM pg_statistic_ext")  # SQLite has none
 
 
 @pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])

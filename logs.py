@@ -39,7 +39,7 @@ class JsonFormatter(logging.Formatter):
         while exception is not None and formatted is not None and id(exception) not in seen:
             seen.add(id(exception))
             diagnostics = getattr(exception, "diag", None)  # a psycopg error
-            if diagnostics is not None:
+            if diagnostics is not None:  # `_str`: the message TracebackException prints (CPython 3.11, 3.12)
                 formatted._str = f"[{diagnostics.sqlstate}] {diagnostics.message_primary}"
             if exception.__cause__ is not None:
                 exception, formatted = exception.__cause__, formatted.__cause__

@@ -1,20 +1,28 @@
 """Every change of a task or list as an event, written in the same transaction as the change: the
 feed of `GET /api/changes`, `GET /api/events` and the outbound webhook (contract §10).
 
-Why a cursor never skips a change. A global auto-increment id is handed out when a row is
-inserted, not when it commits: a writer can take id 7, a second writer id 8 and commit first, and a
-reader that already saw 8 never sees 7. Here each user has a counter row
-(`user_event_counter`), bumped by `INSERT ... ON CONFLICT DO UPDATE SET seq = seq + n RETURNING
-seq` as the last statement before COMMIT. The bump locks that row until the transaction ends, so
-the user's next event-writing transaction waits for this one to commit (or roll back, giving the
-numbers back) before it gets its own: per user, `seq` order is commit order and the numbers have
-no gaps. A reader asking for `seq > cursor` therefore can never miss an event that commits later.
-On SQLite the single writer gives the same. The lock is per user and held only from the bump to
-COMMIT, so other users never wait and the user's own writers wait for a few statements at most.
+Why a cursor never skips a change, without making one user's writes wait for each other. A
+number handed out while a transaction runs (an auto-increment id) is not commit order: a writer
+can take id 7, a second writer id 8 and commit first, and a reader that already saw 8 never sees
+7. Numbering under a per-user lock held until COMMIT fixes that, but makes each of the user's
+writes wait for the previous one's commit (its WAL flush): half the writes per second in `make
+bench`. So a write numbers nothing: its events go in with `seq` NULL. Numbers are given after
+commit, by `sequence`: under the user's counter row lock (`user_event_counter`), a fresh
+statement sees the user's committed events that have no number yet, and numbers them after the
+counter's last value, in id order. Only committed events get numbers, and each run numbers after
+the previous run, so per user `seq` has no gaps and a number is never given behind one already
+readable: a reader asking for `seq > cursor` can never miss an event. Every reader numbers what is
+pending before it reads (`changes_since`, `current_seq`, the live poll, the webhook, the purge).
 
-Two ways in, one rule: `record` (any number of events, last in the caller's transaction) and, on
+Commit order where it matters: when two transactions change the same row, the second waits for
+the first's commit before it takes that row, and events are inserted after a transaction's last
+row lock (`record` is called last; `with_event` inserts them after its write has run over all its
+rows), so the second's events have higher ids, hence higher seqs. Writes that touch different
+rows have no order a reader could tell apart.
+
+Two ways in: `record` (any number of events, last in the caller's transaction) and, on
 PostgreSQL, `with_event` (a one-row write and its event as one statement, so the hot write routes
-stay one round trip). Both bump the same counter the same way.
+stay one round trip).
 
 The cursor is `v1.<seq>`; a client treats it as opaque.
 """
@@ -29,7 +37,6 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 import db
 from errors import CursorExpired
@@ -47,44 +54,15 @@ REMINDER_DUE = "reminder.due"
 TYPES = (TASK_CREATED, TASK_UPDATED, TASK_DELETED, LIST_CREATED, LIST_UPDATED, LIST_DELETED, REMINDER_DUE)
 # Rows per INSERT statement when one change records many events (clearing completed tasks).
 INSERT_BATCH = 100
-EVENT_COLUMNS = ("user_id", "seq", "type", "entity_id", "data", "created_at")
-
-
-# SQLite: the bump, then the events numbered from it. PostgreSQL does both in one statement (below).
-_sqlite_bump = sqlite.insert(counter_table).values(user_id=sa.bindparam("owner"), seq=sa.bindparam("count"))
-SQLITE_BUMP_COUNTER = _sqlite_bump.on_conflict_do_update(
-    index_elements=[counter_table.c.user_id], set_={"seq": counter_table.c.seq + _sqlite_bump.excluded.seq}
-).returning(counter_table.c.seq)
+EVENT_COLUMNS = ("user_id", "type", "entity_id", "data", "created_at")
 
 
 @functools.lru_cache(maxsize=INSERT_BATCH)
 def _insert_events_statement(count: int) -> sa.Insert:
-    """SQLite: the events, numbered by the caller from the counter it just bumped."""
+    """`count` events with no seq yet (`sequence` numbers them once committed)."""
     rows = [{name: sa.bindparam(f"{name}_{index}", type_=event_table.c[name].type) for name in EVENT_COLUMNS}
             for index in range(count)]
     return sa.insert(event_table).values(rows)
-
-
-@functools.lru_cache(maxsize=INSERT_BATCH)
-def _bump_and_insert_statement(count: int) -> sa.TextClause:
-    """PostgreSQL: the counter bump and the events in one statement (a data-modifying CTE)."""
-    changes = ", ".join(
-        f"({index + 1}, :type_{index}, CAST(:entity_id_{index} AS BIGINT), CAST(:data_{index} AS JSON))"
-        for index in range(count)
-    )
-    return sa.text(
-        "WITH bumped AS ("
-        " INSERT INTO user_event_counter (user_id, seq) VALUES (:owner, :count)"
-        " ON CONFLICT (user_id) DO UPDATE SET seq = user_event_counter.seq + excluded.seq RETURNING seq)"
-        " INSERT INTO event (user_id, seq, type, entity_id, data, created_at)"
-        " SELECT :owner, bumped.seq - :count + change.position, change.type, change.entity_id, change.data,"
-        " CAST(:created_at AS TIMESTAMP WITH TIME ZONE)"
-        f" FROM bumped, (VALUES {changes}) AS change (position, type, entity_id, data)"
-    ).bindparams(
-        sa.bindparam("count", type_=sa.BigInteger),
-        sa.bindparam("created_at", type_=UTCDateTime()),
-        *(sa.bindparam(f"data_{index}", type_=sa.JSON) for index in range(count)),
-    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -96,37 +74,20 @@ def with_event(
 ) -> sa.Select:
     """PostgreSQL: a write of one user's rows (INSERT/UPDATE/DELETE ... RETURNING id, ...; its
     parameters include `owner`) and one event per written row, in ONE statement, so the write stays
-    one round trip in autocommit, as it was without events. Data-modifying CTEs: the write, the
-    counter bump by the number of rows (the same per-user lock as `record`, held until this
-    statement commits), then the events, numbered in id order, whose `data` is built by `data_of`
-    from each written row. Returns what `statement` returns. A write that matches no row bumps
-    nothing and records nothing. `also`, given the written rows, builds one more write of the same
-    statement (a new task's tag rows). Cached: built once per statement."""
+    one round trip in autocommit, as it was without events (data-modifying CTEs). The events, whose
+    `data` is built by `data_of` from each written row, are inserted in id order; the sort reads
+    every written row first, so they come after all the write's row locks (see the module's
+    docstring). Returns what `statement` returns. A write that matches no row records nothing.
+    `also`, given the written rows, builds one more write of the same statement (a new task's tag
+    rows). Cached: built once per statement."""
     changed = statement.cte("changed")
-    owner = sa.bindparam("owner", type_=sa.String)
-    bump = postgresql.insert(counter_table).from_select(
-        ["user_id", "seq"], sa.select(owner, sa.func.count()).select_from(changed).having(sa.func.count() > 0)
-    )
-    bumped = (
-        bump.on_conflict_do_update(
-            index_elements=[counter_table.c.user_id], set_={"seq": counter_table.c.seq + bump.excluded.seq}
-        )
-        .returning(counter_table.c.seq)
-        .cte("bumped")
-    )
-    numbered = sa.select(
-        *changed.c,
-        sa.func.row_number().over(order_by=changed.c.id).label("event_position"),
-        sa.func.count().over().label("event_total"),
-    ).cte("numbered")
     event = sa.select(
-        owner,
-        bumped.c.seq - numbered.c.event_total + numbered.c.event_position,
+        sa.bindparam("owner", type_=sa.String),
         sa.literal_column(f"'{event_type}'", sa.String),  # one of TYPES, never client input
-        numbered.c.id,
-        data_of(numbered.c) if data_of is not None else sa.null(),
+        changed.c.id,
+        data_of(changed.c) if data_of is not None else sa.null(),
         sa.func.now(),
-    ).select_from(numbered.join(bumped, sa.true()))
+    ).order_by(changed.c.id)
     recorded = sa.insert(event_table).from_select(list(EVENT_COLUMNS), event).cte("recorded")
     written = sa.select(*changed.c).add_cte(recorded)
     return written.add_cte(also(changed).cte("also")) if also is not None else written
@@ -147,31 +108,84 @@ def api_timestamp(column: Any) -> sa.ColumnElement[str]:
 async def record(connection: db.Connection, user_id: str, changes: Sequence[tuple[str, int, dict | None]]) -> None:
     """Record events (type, entity id, data) for one user, inside the caller's transaction.
 
-    Call it last, just before COMMIT: it takes the user's counter lock, held until the transaction
-    ends. `data` is the entity after the change as the REST API returns it (None for a delete)."""
+    Call it last, after the transaction's last write (see the module's docstring). `data` is the
+    entity after the change as the REST API returns it (None for a delete)."""
     now = datetime.now(timezone.utc)
     for start in range(0, len(changes), INSERT_BATCH):
         batch = changes[start:start + INSERT_BATCH]
-        params: dict[str, Any] = {"owner": user_id, "count": len(batch), "created_at": now}
+        params: dict[str, Any] = {}
         for index, (type_, entity_id, data) in enumerate(batch):
-            params.update({f"type_{index}": type_, f"entity_id_{index}": entity_id, f"data_{index}": as_json_value(data)})
-        if connection.dialect == "postgresql":
-            await connection.execute(_bump_and_insert_statement(len(batch)), params)
-        else:
-            await _bump_and_insert_sqlite(connection, user_id, batch, params)
-
-
-async def _bump_and_insert_sqlite(connection: db.Connection, user_id: str, batch: Sequence, params: dict[str, Any]) -> None:
-    last = await connection.fetch_value(SQLITE_BUMP_COUNTER, params)
-    for index in range(len(batch)):
-        params.update({f"user_id_{index}": user_id, f"seq_{index}": last - len(batch) + index + 1,
-                       f"created_at_{index}": params["created_at"]})
-    await connection.execute(_insert_events_statement(len(batch)), params)
+            params.update({f"user_id_{index}": user_id, f"type_{index}": type_, f"entity_id_{index}": entity_id,
+                           f"data_{index}": as_json_value(data), f"created_at_{index}": now})
+        await connection.execute(_insert_events_statement(len(batch)), params)
 
 
 def as_json_value(data: dict | None) -> Any:
     """The entity as the API's JSON would carry it (datetimes as the API writes them)."""
     return None if data is None else orjson.loads(to_json(data))
+
+
+# ----------------------------------------------------------------------------- numbering
+
+SEQUENCE_BATCH = 5000  # events numbered per statement
+OWNERS_PER_PASS = 1000  # users numbered per pass of `sequence_everyone`
+
+HAS_PENDING = sa.select(event_table.c.id).where(
+    event_table.c.user_id == sa.bindparam("owner"), event_table.c.seq.is_(None)
+).limit(1)
+# Takes the user's counter row lock (made at 0 on first use) and reads the last seq given out. The
+# statements after it see what committed before the lock was granted (READ COMMITTED on
+# PostgreSQL; SQLite's BEGIN IMMEDIATE has the whole database to itself).
+LOCK_COUNTER = sa.text(
+    "INSERT INTO user_event_counter (user_id, seq) VALUES (:owner, 0)"
+    " ON CONFLICT (user_id) DO UPDATE SET seq = user_event_counter.seq RETURNING seq"
+)
+NUMBER_PENDING = sa.text(
+    "UPDATE event SET seq = :last + pending.position"
+    " FROM (SELECT id, row_number() OVER (ORDER BY id) AS position FROM event"
+    " WHERE user_id = :owner AND seq IS NULL ORDER BY id LIMIT :batch) AS pending"
+    " WHERE event.id = pending.id"
+).bindparams(sa.bindparam("last", type_=sa.BigInteger), sa.bindparam("batch", type_=sa.Integer))
+SET_COUNTER = sa.update(counter_table).where(counter_table.c.user_id == sa.bindparam("owner")).values(
+    seq=sa.bindparam("last_seq", type_=sa.BigInteger)
+)
+PENDING_OWNERS = sa.select(event_table.c.user_id).where(event_table.c.seq.is_(None)).distinct().limit(OWNERS_PER_PASS)
+
+
+@functools.lru_cache(maxsize=8)
+def _pending_among_statement(count: int) -> sa.Select:
+    users = [sa.bindparam(f"user_{index}") for index in range(count)]
+    return sa.select(event_table.c.user_id).where(event_table.c.seq.is_(None), event_table.c.user_id.in_(users)).distinct()
+
+
+async def sequence(connection: db.Connection, user_id: str) -> None:
+    """Number the user's committed events that have no seq yet (see the module's docstring). Every
+    reader of the feed calls it first; without pending events it is one indexed read."""
+    if await connection.fetch_value(HAS_PENDING, {"owner": user_id}) is None:
+        return
+    async with connection.atomic():
+        last = await connection.fetch_value(LOCK_COUNTER, {"owner": user_id})
+        while True:
+            numbered = await connection.execute(NUMBER_PENDING, {"owner": user_id, "last": last, "batch": SEQUENCE_BATCH})
+            last += numbered
+            if numbered < SEQUENCE_BATCH:
+                break
+        await connection.execute(SET_COUNTER, {"owner": user_id, "last_seq": last})
+
+
+async def sequence_users(connection: db.Connection, user_ids: Sequence[str]) -> None:
+    """`sequence` for those of `user_ids` that have pending events (one read to find them)."""
+    params = {f"user_{index}": user_id for index, user_id in enumerate(user_ids)}
+    for row in await connection.fetch_all(_pending_among_statement(len(user_ids)), params):
+        await sequence(connection, row["user_id"])
+
+
+async def sequence_everyone(database: db.Database) -> None:
+    """`sequence` for every user with pending events (up to OWNERS_PER_PASS of them): for the
+    readers of every user's events, the webhook and the purge."""
+    async with database.connect() as connection:
+        for row in await connection.fetch_all(PENDING_OWNERS):
+            await sequence(connection, row["user_id"])
 
 
 # ----------------------------------------------------------------------------- cursors
@@ -215,12 +229,15 @@ def as_change(row: db.Row) -> dict[str, Any]:
 
 
 async def current_seq(connection: db.Connection, user_id: str) -> int:
+    """The cursor of now: every change committed so far is at or before it."""
+    await sequence(connection, user_id)
     return await connection.fetch_value(LAST_SEQ, {"owner": user_id}) or 0
 
 
 async def changes_since(connection: db.Connection, user_id: str, since: int, limit: int) -> tuple[list[db.Row], bool]:
     """The user's events after `since`, oldest first, at most `limit`, and whether more follow.
     CursorExpired if events after `since` were purged (or `since` was never handed out)."""
+    await sequence(connection, user_id)
     rows = await connection.fetch_all(FEED_PAGE, {"owner": user_id, "since": since, "limit": limit + 1})
     if rows:
         # Seqs have no gaps: a first event that is not since + 1 means the ones between were purged.
@@ -239,12 +256,17 @@ async def changes_since(connection: db.Connection, user_id: str, since: int, lim
 PURGE_BATCH = 500
 PURGE_EVERY_SECONDS = 300.0
 PURGE_PAUSE_SECONDS = 0.2  # between batches: other writers get the table (and SQLite's lock) in between
+# The oldest events, by id (ids follow insertion, so no index on created_at is needed: each event
+# costs one index less to write); of those, the ones past the retention that have a seq. A pending
+# event is numbered before it goes: deleted unnumbered, it would leave no gap for a cursor to see.
+_oldest = sa.select(event_table.c.id, event_table.c.seq, event_table.c.created_at).order_by(event_table.c.id).limit(
+    PURGE_BATCH
+).subquery("oldest")
 PURGE_BATCH_OF_OLD_EVENTS = sa.delete(event_table).where(
     event_table.c.id.in_(
-        sa.select(event_table.c.id)
-        .where(event_table.c.created_at < sa.bindparam("cutoff", type_=UTCDateTime()))
-        .order_by(event_table.c.id)
-        .limit(PURGE_BATCH)
+        sa.select(_oldest.c.id).where(
+            _oldest.c.created_at < sa.bindparam("cutoff", type_=UTCDateTime()), _oldest.c.seq.is_not(None)
+        )
     )
 )
 
@@ -254,6 +276,7 @@ async def purge_old_events(database: db.Database, retention_days: int) -> int:
     so no request waits long behind it); the number deleted. The per-user counters stay: a cursor
     from before the purge is then recognised as expired."""
     cutoff = datetime.now(timezone.utc) - timedelta(days=retention_days)
+    await sequence_everyone(database)
     total = 0
     while True:
         async with database.connect() as connection:

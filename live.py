@@ -1,13 +1,14 @@
 """Live delivery for `GET /api/events`: which open streams have something new to read.
 
 One poll per process, not per stream: while any stream is open, a single task asks the database
-every POLL_SECONDS for the last seq (user_event_counter) of the users that have open streams, and
-wakes the streams of those whose seq moved. Each stream then reads its own feed from its own
-cursor (events.changes_since), so nothing depends on the poll being exact: a wake-up is only a
-hint. The counter is a committed value, so the poll cannot be fooled by a transaction that took a
-number and commits later (which a poll of "global id > the last seen" would be). It works the same
-for writes made by this process, another worker, or another instance on the same database, on
-SQLite and PostgreSQL; no broker is needed. A change reaches a stream within about POLL_SECONDS.
+every POLL_SECONDS for the last seq (user_event_counter) of the users that have open streams, after
+numbering their new events (events.sequence_users), and wakes the streams of those whose seq
+moved. Each stream then reads its own feed from its own cursor (events.changes_since), so nothing
+depends on the poll being exact: a wake-up is only a hint. The counter is a committed value, moved
+only by numbering committed events, so the poll cannot be fooled by a transaction that commits
+later (which a poll of "global id > the last seen" would be). It works the same for writes made by
+this process, another worker, or another instance on the same database, on SQLite and PostgreSQL;
+no broker is needed. A change reaches a stream within about POLL_SECONDS.
 """
 import asyncio
 import functools
@@ -110,7 +111,9 @@ class ChangeNotifier:
             for start in range(0, len(users), USERS_PER_POLL):
                 chunk = users[start:start + USERS_PER_POLL]
                 size = _padded_size(len(chunk))
-                params = {f"user_{index}": chunk[min(index, len(chunk) - 1)] for index in range(size)}
+                padded = [chunk[min(index, len(chunk) - 1)] for index in range(size)]
+                await events.sequence_users(connection, padded)  # their new events get their numbers
+                params = {f"user_{index}": user_id for index, user_id in enumerate(padded)}
                 for row in await connection.fetch_all(_last_seqs_statement(size), params):
                     self._wake_if_newer(row["user_id"], row["seq"])
 

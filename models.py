@@ -227,21 +227,26 @@ class Reminder(SQLModel, table=True):
     fired_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime, nullable=True))
 
 
+UNSEQUENCED = sa.text("seq IS NULL")
+
+
 class Event(SQLModel, table=True):
     """One change of a task or list (or a due reminder), written in the same transaction as the change
-    (events.py). `seq` numbers one user's events 1, 2, 3... in commit order: the cursor of /api/changes.
-    `id` is global, for consumers that read every user's events (the webhook outbox)."""
+    (events.py). `seq` numbers one user's events 1, 2, 3... in commit order: the cursor of
+    /api/changes. It is NULL until `events.sequence` numbers the event, after its commit. `id` is
+    global and follows insertion (the retention purge walks it from the oldest)."""
 
     __tablename__ = "event"
     __table_args__ = (
         sa.UniqueConstraint("user_id", "seq"),  # also the index of the per-user feed
-        sa.Index("ix_event_created_at", "created_at"),  # retention
+        # The events still to be numbered, per user (small: numbering empties it).
+        sa.Index("ix_event_unsequenced", "user_id", "id", postgresql_where=UNSEQUENCED, sqlite_where=UNSEQUENCED),
         {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True))
     user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
-    seq: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     type: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
     entity_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
     # The entity after the change, exactly as the REST API returns it; null for a delete.
@@ -250,8 +255,8 @@ class Event(SQLModel, table=True):
 
 
 class UserEventCounter(SQLModel, table=True):
-    """The last `seq` handed out per user. Bumping it locks the row until commit, so one user's
-    event-writing transactions commit one after the other, in seq order (events.py)."""
+    """The last `seq` given out per user. `events.sequence` numbers a user's new events under this
+    row's lock, so two numberings of one user never interleave."""
 
     __tablename__ = "user_event_counter"
 

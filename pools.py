@@ -44,12 +44,10 @@ class Pool:
 
     async def writer_turn(self, user_id: str) -> asyncio.Semaphore:
         """A turn to write for `user_id` in this process (the acquired semaphore; release it after
-        the write): at most half the pool's connections write for one user at once. A user's writes
-        wait for each other anyway, on the user's event counter row until COMMIT (events.py), so
-        more of them would only hold connections idle: queueing the rest here, before they take a
-        connection, keeps one user's burst from starving other users. (One at a time would also
-        serialise the parts of the writes that run side by side: a fifth fewer writes per second for one
-        user in `make bench`.)"""
+        the write): at most half the pool's connections write for one user at once. A burst of one
+        user's writes (a script, a bulk import) often waits on the same rows (one task, one list)
+        and would hold every connection meanwhile: queueing the rest here, before they take a
+        connection, keeps it from starving other users."""
         turn = self._writers.get(user_id)
         if turn is None:
             turn = self._writers[user_id] = asyncio.Semaphore(self._writes_per_user)

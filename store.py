@@ -12,8 +12,8 @@ series (the next occurrence is created in the same transaction); a completion of
 not recur stays one statement.
 
 Every write returns every task it wrote (`change_task`, `delete_task`, `delete_completed`), and
-records one event per task written (events.record, last in the write's transaction, so the
-per-user counter lock is short; on PostgreSQL the one-statement writes use events.with_event):
+records one event per task written (events.record, last in the write's transaction, after its
+last row lock; on PostgreSQL the one-statement writes use events.with_event):
 task.created (next occurrences of completed series included), task.updated (cascaded completions
 and subtasks that followed a move included), task.deleted (each task of a deleted subtree).
 Every statement is built once, at import or by an lru_cached builder keyed by its shape, with bind

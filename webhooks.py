@@ -85,10 +85,13 @@ PENDING_USERS = (
     .order_by(_d.updated_at.is_not(None), _d.updated_at)
     .limit(sa.bindparam("limit", type_=sa.Integer))
 )
-PENDING_COUNT = (
+# Numbered but not delivered, plus not numbered yet (events.sequence).
+PENDING_COUNT = sa.select(
     sa.select(sa.func.coalesce(sa.func.sum(_c.seq - _delivered), 0))
     .select_from(counter_table.outerjoin(delivery_table, _d.user_id == _c.user_id))
     .where(_c.seq > _delivered)
+    .scalar_subquery()
+    + sa.select(sa.func.count()).select_from(event_table).where(_e.seq.is_(None)).scalar_subquery()
 )
 EVENTS_AFTER = (
     sa.select(_e.id, _e.seq, _e.type, _e.entity_id, _e.data, _e.created_at)
@@ -343,6 +346,7 @@ class Dispatcher:
 
     async def _pending_users(self, limit: int) -> list[Row]:
         try:
+            await events.sequence_everyone(self.db)  # what committed since the last look gets its numbers
             async with self.db.connect() as connection:
                 return await connection.fetch_all(PENDING_USERS, {"now": _utc_now(), "limit": limit})
         except DatabaseUnavailable as error:

@@ -374,3 +374,31 @@ def test_a_write_with_its_events_in_one_statement_is_never_retried_as_a_read():
     statement = events.with_event(task_sql.update_statement(("title",), None, None), events.TASK_UPDATED, task_sql.task_json)
     assert DIALECTS["postgresql"].compile(statement).is_read is False
     assert DIALECTS["postgresql"].compile(store.FIND_TASK).is_read is True
+
+
+def test_a_change_that_commits_after_a_later_one_is_neither_waited_for_nor_skipped(alice, backend, database_url):
+    """PostgreSQL (SQLite has one writer at a time, so it cannot happen there): a transaction takes
+    its event's id first and commits last. A write of the same user meanwhile is not held up by it
+    (a per-user lock until COMMIT would make it wait out the 5 s deadline: a 503), a reader sees that
+    write's change, and after the first commits, its change follows: none skipped, none twice."""
+    if backend != "postgres":
+        pytest.skip("SQLite runs one write transaction at a time")
+    cursor = start(alice)
+
+    async def scenario():
+        database = Database(make_settings(database_url))
+        await database.open()
+        try:
+            async with database.transaction() as slow:
+                await events.record(slow, alice.user_id, [(events.TASK_DELETED, 999_001, None)])
+                created = await asyncio.to_thread(alice.create_task, title="committed first")
+                before = await asyncio.to_thread(changes, alice, cursor)
+            return created, before
+        finally:
+            await database.close()
+
+    created, before = asyncio.run(scenario())
+    assert [(c["type"], c["id"]) for c in before["changes"]] == [("task.created", created["id"])]
+    after = changes(alice, before["cursor"])
+    assert [(c["type"], c["id"]) for c in after["changes"]] == [("task.deleted", 999_001)]
+    assert changes(alice, after["cursor"])["changes"] == []

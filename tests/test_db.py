@@ -127,8 +127,9 @@ def test_prepared_statements_lost_to_a_pooler_are_explained_in_the_log(scratch_d
 
 
 def _block_writes_of(database_url: str, user_id: str):
-    """Another session that makes `user_id`'s writes wait (PostgreSQL: it locks the user's event
-    counter row; SQLite: it takes the write lock). Returns a function that lets them go."""
+    """Another session that makes `user_id`'s creates wait (PostgreSQL: it locks the user's lists,
+    which a new task's list reference must read-lock; SQLite: it takes the write lock). Returns a
+    function that lets them go."""
     if database_url.startswith("sqlite"):
         import sqlite3
 
@@ -138,7 +139,7 @@ def _block_writes_of(database_url: str, user_id: str):
     else:
         plain_url = sa.engine.make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
         blocker = psycopg.connect(plain_url, autocommit=False)
-        blocker.execute("SELECT seq FROM user_event_counter WHERE user_id = %s FOR UPDATE", (user_id,))
+        blocker.execute("SELECT id FROM list WHERE user_id = %s FOR UPDATE", (user_id,))
 
     def release() -> None:
         blocker.rollback()
@@ -148,7 +149,7 @@ def _block_writes_of(database_url: str, user_id: str):
 
 
 def test_one_users_queued_writes_leave_the_other_connections_to_other_users(database_url):
-    """Six writes of alice wait on her earlier write (held here from another session). They queue in
+    """Six creates of alice wait on a lock held from another session. They queue in
     the process (pools.Pool.writer_turn), so only one holds a connection of the pool of two, and
     bob's read is served meanwhile; then all of alice's writes land, none lost."""
 

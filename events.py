@@ -256,17 +256,14 @@ async def changes_since(connection: db.Connection, user_id: str, since: int, lim
 PURGE_BATCH = 500
 PURGE_EVERY_SECONDS = 300.0
 PURGE_PAUSE_SECONDS = 0.2  # between batches: other writers get the table (and SQLite's lock) in between
-# The oldest events, by id (ids follow insertion, so no index on created_at is needed: each event
-# costs one index less to write); of those, the ones past the retention that have a seq. A pending
-# event is numbered before it goes: deleted unnumbered, it would leave no gap for a cursor to see.
-_oldest = sa.select(event_table.c.id, event_table.c.seq, event_table.c.created_at).order_by(event_table.c.id).limit(
-    PURGE_BATCH
-).subquery("oldest")
+# Past the retention and numbered. A pending event is numbered before it goes (the purge numbers
+# what is pending first): deleted unnumbered, it would leave no gap for a cursor to see.
 PURGE_BATCH_OF_OLD_EVENTS = sa.delete(event_table).where(
     event_table.c.id.in_(
-        sa.select(_oldest.c.id).where(
-            _oldest.c.created_at < sa.bindparam("cutoff", type_=UTCDateTime()), _oldest.c.seq.is_not(None)
-        )
+        sa.select(event_table.c.id)
+        .where(event_table.c.created_at < sa.bindparam("cutoff", type_=UTCDateTime()), event_table.c.seq.is_not(None))
+        .order_by(event_table.c.id)
+        .limit(PURGE_BATCH)
     )
 )
 

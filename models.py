@@ -234,11 +234,12 @@ class Event(SQLModel, table=True):
     """One change of a task or list (or a due reminder), written in the same transaction as the change
     (events.py). `seq` numbers one user's events 1, 2, 3... in commit order: the cursor of
     /api/changes. It is NULL until `events.sequence` numbers the event, after its commit. `id` is
-    global and follows insertion (the retention purge walks it from the oldest)."""
+    global, for consumers that read every user's events (the webhook outbox)."""
 
     __tablename__ = "event"
     __table_args__ = (
         sa.UniqueConstraint("user_id", "seq"),  # also the index of the per-user feed
+        sa.Index("ix_event_created_at", "created_at"),  # retention
         # The events still to be numbered, per user (small: numbering empties it).
         sa.Index("ix_event_unsequenced", "user_id", "id", postgresql_where=UNSEQUENCED, sqlite_where=UNSEQUENCED),
         {"sqlite_autoincrement": True},

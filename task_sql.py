@@ -172,17 +172,22 @@ def update_statement(
     owner = t.user_id == sa.bindparam("owner")  # not `user_id`: a column name
     where = sa.and_(is_task, *version_matches(version_count))
     if cascades:  # ownership: the subtree starts at the owner's task (and subtasks are their parent's owner's)
-        conditions = task_or_its_open_subtasks(where, version_count)
+        # One walk of the subtree serves both conditions (a CTE named twice is computed once).
+        family = tree.subtree_of(sa.and_(is_task, owner), "family")
+        conditions = task_or_its_open_subtasks(family, where, version_count)
         if unless_recurring:
-            conditions.append(sa.not_(open_recurring_in_family()))
+            conditions.append(sa.not_(open_recurring_in(family)))
         return sa.update(task_table).where(*conditions).values(values).returning(*SELECTED_COLUMNS)
     return sa.update(task_table).where(owner, where).values(values).returning(*SELECTED_COLUMNS)
 
 
-def task_or_its_open_subtasks(task_condition: sa.ColumnElement[bool], version_count: int | None) -> list[sa.ColumnElement[bool]]:
-    """The task (if `task_condition`), and the open tasks below it when this statement completes
-    it (it is open now, and If-Match allows the write). Reopening completes nothing; completing a
-    completed task neither. Rows are found through the subtree's ids (primary key lookups)."""
+def task_or_its_open_subtasks(
+    family: sa.CTE, task_condition: sa.ColumnElement[bool], version_count: int | None
+) -> list[sa.ColumnElement[bool]]:
+    """The task (if `task_condition`), and the open tasks below it (`family`: its subtree) when this
+    statement completes it (it is open now, and If-Match allows the write). Reopening completes
+    nothing; completing a completed task neither. Rows are found through the subtree's ids
+    (primary key lookups)."""
     t = task_table.c
     task = task_table.alias("completing")
     completes = (
@@ -190,14 +195,11 @@ def task_or_its_open_subtasks(task_condition: sa.ColumnElement[bool], version_co
         .where(task.c.id == sa.bindparam("task_id"), task.c.user_id == sa.bindparam("owner"), task.c.completed.is_(False))
         .where(*version_matches(version_count, task))
     )
-    family = tree.subtree_of(sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "family")
     return [t.id.in_(sa.select(family.c.id)), sa.or_(task_condition, sa.and_(t.completed.is_(False), completes))]
 
 
-def open_recurring_in_family() -> sa.ColumnElement[bool]:
-    """An open recurring task among the task and its subtasks (completing it continues its series)."""
-    t = task_table.c
-    family = tree.subtree_of(sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner")), "recurring_family")
+def open_recurring_in(family: sa.CTE) -> sa.ColumnElement[bool]:
+    """An open recurring task among the task and its subtasks (`family`; completing it continues its series)."""
     member = task_table.alias("member")
     return (
         sa.exists()

@@ -35,7 +35,7 @@ def test_events_numbering_migration_keeps_numbers_and_downgrades_pending_ones(sc
 
     command.upgrade(config, "head")
     command.check(config)  # the schema is exactly the models'
-    assert "ix_event_unsequenced" in index_names(url, "event") and "ix_event_created_at" not in index_names(url, "event")
+    assert {"ix_event_unsequenced", "ix_event_created_at"} <= index_names(url, "event")
     assert rows(engine, "SELECT seq FROM event ORDER BY id") == [(1,), (2,)]
     with engine.begin() as connection:  # written after the upgrade, not numbered yet
         for user_id in ("mig_alice", "mig_bob"):
@@ -46,7 +46,7 @@ def test_events_numbering_migration_keeps_numbers_and_downgrades_pending_ones(sc
         ("mig_alice", 1), ("mig_alice", 2), ("mig_alice", 3), ("mig_bob", 1),
     ]
     assert rows(engine, "SELECT user_id, seq FROM user_event_counter ORDER BY user_id") == [("mig_alice", 3), ("mig_bob", 1)]
-    assert "ix_event_created_at" in index_names(url, "event")
+    assert "ix_event_unsequenced" not in index_names(url, "event") and "ix_event_created_at" in index_names(url, "event")
     command.upgrade(config, "head")
     if backend_name == "sqlite":
         [(table_sql,)] = rows(engine, "SELECT sql FROM sqlite_master WHERE name = 'event'")

@@ -1,6 +1,6 @@
 """Events are numbered after they commit (events.sequence), so a write no longer takes its user's
-counter lock: `event.seq` may be NULL until then, a partial index finds the events still to be
-numbered, and the index on created_at goes (the purge walks ids from the oldest instead).
+counter lock: `event.seq` may be NULL until then, and a partial index finds the events still to
+be numbered.
 
 Existing events keep their numbers; the counters stay as they are.
 
@@ -25,7 +25,6 @@ def upgrade() -> None:
     # SQLite rebuilds the table for the column change: keep AUTOINCREMENT (ids never reused).
     with op.batch_alter_table("event", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.alter_column("seq", existing_type=sa.BigInteger(), nullable=True)
-        batch.drop_index("ix_event_created_at")
     op.create_index(
         "ix_event_unsequenced", "event", ["user_id", "id"], postgresql_where=UNSEQUENCED, sqlite_where=UNSEQUENCED
     )
@@ -54,4 +53,3 @@ def downgrade() -> None:
     op.drop_index("ix_event_unsequenced", table_name="event")
     with op.batch_alter_table("event", table_kwargs={"sqlite_autoincrement": True}) as batch:
         batch.alter_column("seq", existing_type=sa.BigInteger(), nullable=False)
-        batch.create_index("ix_event_created_at", ["created_at"])

@@ -402,3 +402,26 @@ def test_a_change_that_commits_after_a_later_one_is_neither_waited_for_nor_skipp
     after = changes(alice, before["cursor"])
     assert [(c["type"], c["id"]) for c in after["changes"]] == [("task.deleted", 999_001)]
     assert changes(alice, after["cursor"])["changes"] == []
+
+
+def test_a_backlog_larger_than_one_numbering_batch_is_numbered_whole_and_in_order(alice, database_url, monkeypatch):
+    """events.sequence numbers SEQUENCE_BATCH events per statement and goes on while a batch was
+    full: every pending event gets its number, in the order recorded, none twice."""
+    cursor = start(alice)
+    monkeypatch.setattr(events, "SEQUENCE_BATCH", 2)
+
+    async def record_five():
+        database = Database(make_settings(database_url))
+        await database.open()
+        try:
+            async with database.transaction() as connection:
+                await events.record(connection, alice.user_id, [(events.TASK_DELETED, 990_000 + n, None) for n in range(5)])
+            async with database.connect() as connection:
+                rows, more = await events.changes_since(connection, alice.user_id, events.seq_of(cursor), 10)
+            return [(row["seq"], row["entity_id"]) for row in rows], more
+        finally:
+            await database.close()
+
+    rows, more = asyncio.run(record_five())
+    first = events.seq_of(cursor) + 1
+    assert rows == [(first + n, 990_000 + n) for n in range(5)] and more is False

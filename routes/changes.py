@@ -9,7 +9,7 @@ from sse_starlette import EventSourceResponse
 import events
 import live
 from auth import CurrentUser, Principal, expiry_of, verify_token
-from db import DatabaseDep
+from db import database_of
 from errors import Forbidden, Unauthorized, ValidationFailed
 from responses import FastJSONResponse
 from schemas import ChangePage, ErrorBody
@@ -46,10 +46,11 @@ def parse_cursor(cursor: str, field: str = "since") -> int:
 )
 async def list_changes(
     user: CurrentUser,
-    db: DatabaseDep,
+    request: Request,
     since: Since = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many changes (1 to 1,000).")] = 500,
 ) -> Response:
+    db = database_of(request)
     async with db.connect() as connection:
         if since is None:
             cursor = events.cursor_of(await events.current_seq(connection, user.user_id))
@@ -134,12 +135,12 @@ per user and worker process; past it, 429."""
 async def stream_events(
     request: Request,
     user: StreamCaller,
-    db: DatabaseDep,
     since: Since = None,
     last_event_id: Annotated[
         str | None, Header(alias="Last-Event-ID", description="Sent by the browser on reconnect: resume after it.")
     ] = None,
 ) -> Response:
+    db = database_of(request)
     notifier: live.ChangeNotifier = request.app.state.change_notifier
     notifier.check_room(user.user_id)
     async with db.connect() as connection:

@@ -1,6 +1,6 @@
 """Liveness and readiness, without auth, for load balancers and orchestrators."""
-from fastapi import APIRouter, Response
-from db import DatabaseDep
+from fastapi import APIRouter, Request, Response
+from db import database_of
 from errors import ServiceUnavailable
 from responses import FastJSONResponse
 from schemas import ErrorBody, HealthStatus
@@ -24,7 +24,8 @@ async def health_head() -> Response:
     summary="Readiness: the database answers",
     responses={503: {"model": ErrorBody, "description": "The database is unreachable (SERVICE_UNAVAILABLE)."}},
 )
-async def readiness(db: DatabaseDep) -> Response:
+async def readiness(request: Request) -> Response:
+    db = database_of(request)
     if not await db.is_reachable():
         raise ServiceUnavailable(headers={"Retry-After": "5"})
     return FastJSONResponse({"status": "ok"})

@@ -7,7 +7,7 @@ import idempotency
 import lists
 import tree
 from auth import CurrentUser
-from db import DatabaseDep
+from db import Database, database_of
 from etags import Precondition, list_etag, matches_if_none_match
 from responses import FastJSONResponse
 from routes.tasks import BODY_ERRORS, IdempotencyKeyHeader, IfNoneMatch, _error
@@ -35,7 +35,8 @@ def list_response(row: dict[str, Any], status_code: int = 200, headers: dict[str
 
 
 @router.get("/lists", response_model=list[ListPublic], summary="Your lists, in manual order (the default one always there)")
-async def list_lists(user: CurrentUser, db: DatabaseDep) -> Response:
+async def list_lists(user: CurrentUser, request: Request) -> Response:
+    db = database_of(request)
     return FastJSONResponse([lists.public(row) for row in await lists.all_lists(db, user.user_id)])
 
 
@@ -52,8 +53,9 @@ async def list_lists(user: CurrentUser, db: DatabaseDep) -> Response:
     description=f"At most {lists.MAX_LISTS} lists per user, the default one included (past it: 422).",
 )
 async def create_list(
-    request: Request, user: CurrentUser, db: DatabaseDep, body: ListCreate, idempotency_key: IdempotencyKeyHeader = None
+    request: Request, user: CurrentUser, body: ListCreate, idempotency_key: IdempotencyKeyHeader = None
 ) -> Response:
+    db = database_of(request)
     location = request.url.path.rstrip("/") + "/{}"
     fields = body.model_dump()
     if idempotency_key is None:
@@ -80,7 +82,8 @@ async def create_list(
     summary="Read a list",
     responses={200: {"headers": ETAG_HEADER}, 304: {"description": "Not modified (If-None-Match matched)."}, **LIST_NOT_FOUND},
 )
-async def read_list(list_id: ListId, user: CurrentUser, db: DatabaseDep, if_none_match: IfNoneMatch = None) -> Response:
+async def read_list(list_id: ListId, user: CurrentUser, request: Request, if_none_match: IfNoneMatch = None) -> Response:
+    db = database_of(request)
     row = await lists.get_list(db, user.user_id, list_id)
     etag = list_etag(row)
     if matches_if_none_match(if_none_match, etag):
@@ -95,18 +98,20 @@ UPDATE_DOC = {
 }
 
 
-async def _update(db: DatabaseDep, user: CurrentUser, list_id: int, body: ListUpdate, if_match: str | None) -> Response:
+async def _update(db: Database, user: CurrentUser, list_id: int, body: ListUpdate, if_match: str | None) -> Response:
     changes = body.model_dump(exclude_unset=True)
     return list_response(await lists.modify_list(db, user.user_id, list_id, changes, Precondition(if_match)))
 
 
 @router.patch("/lists/{list_id}", summary="Rename or recolour a list (partial)", **UPDATE_DOC)
-async def patch_list(list_id: ListId, user: CurrentUser, db: DatabaseDep, body: ListUpdate, if_match: IfMatch = None) -> Response:
+async def patch_list(list_id: ListId, user: CurrentUser, request: Request, body: ListUpdate, if_match: IfMatch = None) -> Response:
+    db = database_of(request)
     return await _update(db, user, list_id, body, if_match)
 
 
 @router.put("/lists/{list_id}", summary="Rename or recolour a list (partial, same as PATCH)", **UPDATE_DOC)
-async def put_list(list_id: ListId, user: CurrentUser, db: DatabaseDep, body: ListUpdate, if_match: IfMatch = None) -> Response:
+async def put_list(list_id: ListId, user: CurrentUser, request: Request, body: ListUpdate, if_match: IfMatch = None) -> Response:
+    db = database_of(request)
     return await _update(db, user, list_id, body, if_match)
 
 
@@ -123,10 +128,11 @@ async def put_list(list_id: ListId, user: CurrentUser, db: DatabaseDep, body: Li
 async def delete_list(
     list_id: ListId,
     user: CurrentUser,
-    db: DatabaseDep,
+    request: Request,
     cascade: Annotated[bool, Query(description="`true`: delete the list's tasks (all levels) with it.")] = False,
     if_match: IfMatch = None,
 ) -> Response:
+    db = database_of(request)
     await lists.delete_list(db, user.user_id, list_id, cascade, Precondition(if_match))
     return Response(status_code=204)
 
@@ -143,6 +149,7 @@ async def delete_list(
         409: _error("This exact spot has no room left after thousands of moves into it (CONFLICT); see the message."),
     },
 )
-async def move_list(list_id: ListId, user: CurrentUser, db: DatabaseDep, body: Placement, if_match: IfMatch = None) -> Response:
+async def move_list(list_id: ListId, user: CurrentUser, request: Request, body: Placement, if_match: IfMatch = None) -> Response:
+    db = database_of(request)
     spot = tree.Spot(body.after_id, body.before_id, body.to or "bottom")
     return list_response(await lists.move_list(db, user.user_id, list_id, spot, Precondition(if_match)))

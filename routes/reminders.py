@@ -2,12 +2,12 @@
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 import dates
 import reminders
 from auth import CurrentUser
-from db import DatabaseDep
+from db import database_of
 from responses import FastJSONResponse
 from routes.listing import QueryDateTime
 from schemas import ReminderDue
@@ -26,10 +26,11 @@ DEFAULT_HORIZON = timedelta(hours=24)
 )
 async def list_reminders(
     user: CurrentUser,
-    db: DatabaseDep,
+    request: Request,
     until: Annotated[
         QueryDateTime, Query(description="ISO 8601 (no offset: UTC); default 24 hours from now.", examples=["2026-12-01T18:00:00Z"])
     ] = None,
 ) -> Response:
+    db = database_of(request)
     now = dates.utc_now()
     return FastJSONResponse(await reminders.upcoming(db, user.user_id, now, until or now + DEFAULT_HORIZON))

@@ -10,7 +10,7 @@ import queries
 import store
 import tree
 from auth import CurrentUser
-from db import Database, DatabaseDep
+from db import Database, database_of
 from errors import Forbidden, ValidationFailed
 from etags import Precondition, matches_if_none_match, task_etag
 from responses import FastJSONResponse
@@ -108,7 +108,8 @@ def task_response(task: dict[str, Any], status_code: int = 200, headers: dict[st
         404: _error("`list_id` names no list of yours (LIST_NOT_FOUND), or `parent_id` no task of yours (TASK_NOT_FOUND)."),
     },
 )
-async def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query: Annotated[TaskListQuery, Query()]) -> Response:
+async def list_tasks(request: Request, user: CurrentUser, query: Annotated[TaskListQuery, Query()]) -> Response:
+    db = database_of(request)
     filters, (sort, ascending) = query.to_filter(user.user_id), query.ordering()
     # What a cursor of this listing is bound to; worked out only when a cursor is read or written.
     belongs_to = functools.cache(lambda: keyset.identity(filters, sort, ascending))
@@ -133,8 +134,9 @@ async def list_tasks(request: Request, user: CurrentUser, db: DatabaseDep, query
     },
 )
 async def create_task(
-    request: Request, user: CurrentUser, db: DatabaseDep, body: TaskCreate, idempotency_key: IdempotencyKeyHeader = None
+    request: Request, user: CurrentUser, body: TaskCreate, idempotency_key: IdempotencyKeyHeader = None
 ) -> Response:
+    db = database_of(request)
     location = request.url.path.rstrip("/") + "/{}"
     if idempotency_key is None:
         task = await store.create_task(db, user.user_id, body.model_dump())
@@ -168,10 +170,11 @@ async def create_task(
 )
 async def delete_completed_tasks(
     user: CurrentUser,
-    db: DatabaseDep,
+    request: Request,
     completed: Annotated[bool | None, Query(description="Must be `true`: deletes every completed task of yours.")] = None,
     list_id: ListIdQuery = None,
 ) -> Response:
+    db = database_of(request)
     if completed is not True:
         raise ValidationFailed(
             [{"field": "completed", "message": "add ?completed=true to delete your completed tasks"}],
@@ -181,7 +184,8 @@ async def delete_completed_tasks(
 
 
 @router.get("/tasks/stats", response_model=TaskStats, summary="Count your tasks (of one list, with list_id)", responses=LIST_NOT_FOUND)
-async def task_stats(user: CurrentUser, db: DatabaseDep, list_id: ListIdQuery = None) -> Response:
+async def task_stats(user: CurrentUser, request: Request, list_id: ListIdQuery = None) -> Response:
+    db = database_of(request)
     return FastJSONResponse(await queries.stats(db, user.user_id, list_id))
 
 
@@ -192,8 +196,9 @@ async def task_stats(user: CurrentUser, db: DatabaseDep, list_id: ListIdQuery = 
     responses={200: {"headers": ETAG_HEADER}, 304: {"description": "Not modified (If-None-Match matched)."}, **TASK_NOT_FOUND},
 )
 async def read_task(
-    task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_none_match: IfNoneMatch = None
+    task_id: TaskId, user: CurrentUser, request: Request, if_none_match: IfNoneMatch = None
 ) -> Response:
+    db = database_of(request)
     task = await store.get_task(db, user.user_id, task_id)
     etag = task_etag(task)
     if matches_if_none_match(if_none_match, etag):
@@ -217,15 +222,17 @@ UPDATE_DOC = {
 
 @router.put("/tasks/{task_id}", summary="Update a task (partial, same as PATCH)", **UPDATE_DOC)
 async def put_task(
-    task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskUpdate, if_match: IfMatch = None
+    task_id: TaskId, user: CurrentUser, request: Request, body: TaskUpdate, if_match: IfMatch = None
 ) -> Response:
+    db = database_of(request)
     return await _update(db, user, task_id, body, if_match)
 
 
 @router.patch("/tasks/{task_id}", summary="Update a task (partial)", **UPDATE_DOC)
 async def patch_task(
-    task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskUpdate, if_match: IfMatch = None
+    task_id: TaskId, user: CurrentUser, request: Request, body: TaskUpdate, if_match: IfMatch = None
 ) -> Response:
+    db = database_of(request)
     return await _update(db, user, task_id, body, if_match)
 
 
@@ -236,7 +243,8 @@ async def patch_task(
     summary="Delete a task",
     responses=WRITE_ERRORS,
 )
-async def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
+async def delete_task(task_id: TaskId, user: CurrentUser, request: Request, if_match: IfMatch = None) -> Response:
+    db = database_of(request)
     await store.delete_task(db, user.user_id, task_id, Precondition(if_match))
     return Response(status_code=204)
 
@@ -247,7 +255,8 @@ async def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_ma
     summary="Flip a task's completed flag",
     responses={200: {"headers": ETAG_HEADER}, **WRITE_ERRORS},
 )
-async def toggle_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_match: IfMatch = None) -> Response:
+async def toggle_task(task_id: TaskId, user: CurrentUser, request: Request, if_match: IfMatch = None) -> Response:
+    db = database_of(request)
     changes = {"completed": store.FLIP}
     return task_response(await store.modify_task(db, user.user_id, task_id, changes, Precondition(if_match)))
 
@@ -262,10 +271,11 @@ async def toggle_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, if_ma
 async def complete_task(
     task_id: TaskId,
     user: CurrentUser,
-    db: DatabaseDep,
+    request: Request,
     body: Annotated[CompletionUpdate | None, Body()] = None,
     if_match: IfMatch = None,
 ) -> Response:
+    db = database_of(request)
     changes = {"completed": body.completed if body is not None else store.FLIP}
     return task_response(await store.modify_task(db, user.user_id, task_id, changes, Precondition(if_match)))
 
@@ -287,8 +297,9 @@ async def complete_task(
     },
 )
 async def move_task(
-    task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskMove, if_match: IfMatch = None
+    task_id: TaskId, user: CurrentUser, request: Request, body: TaskMove, if_match: IfMatch = None
 ) -> Response:
+    db = database_of(request)
     spot = tree.Spot(body.after_id, body.before_id, body.to or "bottom")
     move = tree.Move(body.list_id, body.parent_id, "parent_id" in body.model_fields_set, spot)
     return task_response(await store.move_task(db, user.user_id, task_id, move, Precondition(if_match)))
@@ -306,14 +317,16 @@ async def move_task(
 async def task_occurrences(
     task_id: TaskId,
     user: CurrentUser,
-    db: DatabaseDep,
+    request: Request,
     count: Annotated[int, Query(ge=1, le=50, description="How many, 1 to 50.")] = 5,
 ) -> Response:
+    db = database_of(request)
     return FastJSONResponse(await store.task_occurrences(db, user.user_id, task_id, count))
 
 
 @router.get("/tags", response_model=list[TagCount], summary="Your tags with how many tasks carry each, most used first")
-async def list_tags(user: CurrentUser, db: DatabaseDep) -> Response:
+async def list_tags(user: CurrentUser, request: Request) -> Response:
+    db = database_of(request)
     return FastJSONResponse(await queries.tag_counts(db, user.user_id))
 
 

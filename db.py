@@ -23,10 +23,10 @@ from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.dialects.sqlite import pysqlite
 
 from config import Settings
-from drivers import DatabaseUnavailable, Driver, PostgresDriver, SqliteDriver
+from drivers import DatabaseUnavailable, Driver, PostgresDriver, SqliteDriver, WriteConflict
 from pools import PostgresPool, SqlitePool
 
-__all__ = ["Connection", "Database", "database_of", "DatabaseUnavailable", "DuplicateKey", "upgrade_schema"]
+__all__ = ["Connection", "Database", "database_of", "DatabaseUnavailable", "DuplicateKey", "upgrade_schema", "WriteConflict"]
 
 log = logging.getLogger("task_api.db")
 
@@ -269,6 +269,17 @@ class Connection:
                 return await self._run(sql, arguments, fetch, prepare)
             except _ConnectionLost as again:
                 raise DatabaseUnavailable("the database connection broke twice") from again.error
+        except WriteConflict as conflict:
+            if not was_idle:  # the transaction's earlier statements were undone too: not ours to redo
+                raise
+            # A statement on its own was undone whole: running it once more is safe (a second
+            # conflict is the client's 503).
+            cause = type(conflict.__cause__).__name__
+            log.warning("statement undone by the database, running it again", extra={"error_type": cause})
+            try:
+                return await self._run(sql, arguments, fetch, prepare)
+            except _ConnectionLost as lost:
+                raise DatabaseUnavailable("the database connection broke") from lost.error
 
     async def _run(self, sql: str, arguments: Any, fetch: "Fetch | None", prepare: bool = True) -> Any:
         driver = self.database.driver
@@ -304,6 +315,8 @@ class Connection:
         if driver.is_broken(self.raw):
             self.broken = True
             raise _ConnectionLost(error)
+        if driver.is_write_conflict(error):
+            raise WriteConflict("the database undid a write that collided with another") from error
         if driver.is_unavailable(error):
             self.broken = True  # a server-side timeout, a lock wait: this connection is not reused
             raise DatabaseUnavailable("the database did not answer") from error

@@ -43,6 +43,20 @@ class DatabaseUnavailable(Exception):
     broke, a statement or lock wait passed its deadline, or no pooled connection became free in
     time. The API answers 503 with Retry-After."""
 
+    # What the client is told (errors.database_unavailable): the default says "unreachable".
+    public_detail: str | None = None
+
+
+class WriteConflict(DatabaseUnavailable):
+    """The database undid a write because it collided with a concurrent one (a deadlock, or a
+    serialization failure): nothing of it was applied. Transient, like an outage: 503 with
+    Retry-After, but the client is told what happened."""
+
+    public_detail = (
+        "This write collided with a concurrent write of the same tasks, and the database undid it: nothing "
+        "changed. Retry it."
+    )
+
 
 class Driver:
     """Opening, checking, cutting and classifying the errors of one database's connections."""
@@ -83,6 +97,10 @@ class Driver:
 
     def write_was_not_applied(self, error: BaseException) -> bool:
         """The connection broke in a way that proves the statement running on it was not applied."""
+        return False
+
+    def is_write_conflict(self, error: BaseException) -> bool:
+        """The database rolled the statement's transaction back over a collision with another one."""
         return False
 
     def is_duplicate_key(self, error: BaseException) -> bool:
@@ -196,6 +214,13 @@ class PostgresDriver(Driver):
     def is_unavailable(self, error: BaseException) -> bool:
         # Connection failures, server shutdown, statement and lock timeouts: all OperationalError.
         return isinstance(error, (psycopg.OperationalError, OSError))
+
+    def is_write_conflict(self, error: BaseException) -> bool:
+        """SQLSTATE 40P01 (deadlock_detected: two writes waiting on each other's rows, such as a
+        cascade completion and a move of the same subtree) and 40001 (serialization_failure). Both
+        roll back the whole transaction. Other errors of class 40 are not conflicts (40003:
+        statement completion unknown)."""
+        return isinstance(error, (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure))
 
     def write_was_not_applied(self, error: BaseException) -> bool:
         """SQLSTATE 57P01 (admin_shutdown: pg_terminate_backend, a fast shutdown, an idle reaper)

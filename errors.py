@@ -123,12 +123,15 @@ DATABASE_RETRY_AFTER_SECONDS = "5"
 
 
 def database_unavailable(exc: BaseException) -> ServiceUnavailable:
-    """A database outage as the REST routes and the MCP tools both answer it, logged (without SQL)."""
+    """A database outage (or a write the database undid: drivers.WriteConflict) as the REST routes
+    and the MCP tools both answer it, logged (without SQL)."""
     cause = exc.__cause__ or exc
+    public_detail = getattr(exc, "public_detail", None)
     logging.getLogger("task_api").warning(
-        "database unavailable", extra={"reason": str(exc), "error_type": type(cause).__name__}
+        "database unavailable" if public_detail is None else "write undone by the database",
+        extra={"reason": str(exc), "error_type": type(cause).__name__},
     )
-    return ServiceUnavailable(headers={"Retry-After": DATABASE_RETRY_AFTER_SECONDS})
+    return ServiceUnavailable(public_detail, headers={"Retry-After": DATABASE_RETRY_AFTER_SECONDS})
 
 
 def utc_timestamp() -> str:

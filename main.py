@@ -77,7 +77,11 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorBody, "description": "Invalid parameters or body (VALIDATION_ERROR), with `errors`."},
     429: {"model": ErrorBody, "description": "Too many requests (RATE_LIMITED); see Retry-After."},
     500: {"model": ErrorBody, "description": "Unexpected error (INTERNAL_ERROR); nothing internal is exposed."},
-    503: {"model": ErrorBody, "description": "The database is unreachable (SERVICE_UNAVAILABLE); see Retry-After."},
+    503: {
+        "model": ErrorBody,
+        "description": "The database is unreachable, or it undid a write that collided with a concurrent one "
+        "(nothing changed) (SERVICE_UNAVAILABLE); see Retry-After.",
+    },
 }
 
 

@@ -2,6 +2,7 @@
 cancelled, and values that cross the driver boundary intact. On SQLite and PostgreSQL."""
 import asyncio
 import logging
+import time
 from datetime import datetime, timezone
 
 import psycopg
@@ -11,7 +12,10 @@ import sqlalchemy as sa
 import queries
 import store
 from conftest import make_settings
-from db import Database, DatabaseUnavailable
+import errors
+from db import Database, DatabaseUnavailable, WriteConflict
+from etags import Precondition
+from task_sql import task_table
 
 
 def run_with_database(database_url: str, scenario, **settings) -> object:
@@ -41,9 +45,12 @@ def test_a_full_pool_answers_unavailable_after_the_timeout_instead_of_hanging(da
     assert 0.15 <= waited < 2, waited
 
 
+async def _tasks(database: Database, user_id: str) -> list[dict]:
+    return (await queries.list_tasks(database, queries.TaskFilter(user_id), "created_at", True, 100, 0)).tasks
+
+
 async def _titles(database: Database, user_id: str) -> list[str]:
-    tasks = (await queries.list_tasks(database, queries.TaskFilter(user_id), "created_at", True, 100, 0)).tasks
-    return [task["title"] for task in tasks]
+    return [task["title"] for task in await _tasks(database, user_id)]
 
 
 def test_a_failed_transaction_writes_nothing_and_its_connection_serves_the_next_request(database_url):
@@ -172,3 +179,78 @@ def test_one_users_queued_writes_leave_the_other_connections_to_other_users(data
     assert title == "bob's"
     assert pending == 6  # bob was served while all of alice's writes still waited
     assert alices == ["first", *(f"queued {n}" for n in range(6))]
+
+
+def test_a_write_undone_by_a_deadlock_is_run_again_and_lands(scratch_database, caplog):
+    """A cascade completion (§8: one statement that locks the parent, then its subtask) and another
+    session that locks the two the other way round wait on each other. PostgreSQL undoes the
+    statement that waited first, the completion, after deadlock_timeout (1 s). That statement on its
+    own was undone whole, so db.py runs it again: the user gets the completed tasks, not a 503."""
+    url = scratch_database("postgres")
+    plain_url = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def scenario(database: Database):
+        parent = await store.create_task(database, "deadlock_user", {"title": "parent", "tags": []})
+        child = await store.create_task(database, "deadlock_user", {"title": "child", "tags": [], "parent_id": parent["id"]})
+        other = psycopg.connect(plain_url, autocommit=False)
+        other.execute("SELECT id FROM task WHERE id = %s FOR UPDATE", (child["id"],))
+        completion = asyncio.create_task(
+            store.modify_task(database, "deadlock_user", parent["id"], {"completed": True}, Precondition(None))
+        )
+        await asyncio.sleep(0.3)  # the completion holds the parent and waits for the subtask
+
+        def close_the_cycle() -> None:
+            other.execute("SELECT id FROM task WHERE id = %s FOR UPDATE", (parent["id"],))  # returns once the completion is undone
+            time.sleep(0.2)
+            other.rollback()
+            other.close()
+
+        await asyncio.to_thread(close_the_cycle)
+        completed = await completion
+        return completed, [(task["title"], task["completed"]) for task in await _tasks(database, "deadlock_user")]
+
+    with caplog.at_level(logging.WARNING, logger="task_api.db"):
+        completed, tasks = run_with_database(url, scenario)
+    retries = [record for record in caplog.records if record.getMessage() == "statement undone by the database, running it again"]
+    assert [record.error_type for record in retries] == ["DeadlockDetected"]  # the deadlock happened, once
+    assert completed["completed"] is True and completed["version"] == 2
+    assert sorted(tasks) == [("child", True), ("parent", True)]
+
+
+def test_a_transaction_undone_by_a_deadlock_changes_nothing_and_answers_503_saying_so(scratch_database):
+    """The same cycle inside a transaction of two statements: its first statement was undone too,
+    so it is not run again (only the whole transaction could be); the client is told that nothing
+    changed and to retry, not that the database is unreachable."""
+    url = scratch_database("postgres")
+    plain_url = sa.engine.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    rename = sa.update(task_table).where(task_table.c.id == sa.bindparam("task_id")).values(title=sa.bindparam("title"))
+
+    async def scenario(database: Database):
+        first = await store.create_task(database, "deadlock_tx_user", {"title": "first", "tags": []})
+        second = await store.create_task(database, "deadlock_tx_user", {"title": "second", "tags": []})
+        other = psycopg.connect(plain_url, autocommit=False)
+        other.execute("SELECT id FROM task WHERE id = %s FOR UPDATE", (second["id"],))
+
+        async def rename_both() -> None:
+            async with database.transaction() as connection:
+                await connection.execute(rename, {"task_id": first["id"], "title": "renamed"})
+                await connection.execute(rename, {"task_id": second["id"], "title": "renamed"})  # waits for `other`
+
+        writing = asyncio.create_task(rename_both())
+        await asyncio.sleep(0.3)
+
+        def close_the_cycle() -> None:
+            other.execute("SELECT id FROM task WHERE id = %s FOR UPDATE", (first["id"],))
+            other.rollback()
+            other.close()
+
+        await asyncio.to_thread(close_the_cycle)
+        with pytest.raises(WriteConflict) as raised:
+            await writing
+        return raised.value, await _titles(database, "deadlock_tx_user")
+
+    conflict, titles = run_with_database(url, scenario)
+    assert titles == ["first", "second"]  # the first rename was undone with the second
+    answer = errors.database_unavailable(conflict)
+    assert answer.status_code == 503 and answer.headers["Retry-After"]
+    assert "nothing changed" in answer.detail and "unreachable" not in answer.detail

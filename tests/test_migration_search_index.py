@@ -18,6 +18,7 @@ def statistics_names(url: str) -> set[str]:
 def test_search_index_upgrade_downgrade_upgrade(scratch_database, backend_name):
     url = scratch_database(backend_name)  # at head
     config = alembic_config(url)
+    command.downgrade(config, "0010")  # 0011 replaces 0009's list index (tests/test_migration_list_index.py)
     on_postgres = backend_name == "postgres"
     assert ("ix_task_search" in index_names(url, "task")) == on_postgres
     assert "ix_task_user_id_list_id_created_at" in index_names(url, "task")

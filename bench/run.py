@@ -14,37 +14,32 @@ Everything listens on 127.0.0.1; every server this script starts is stopped when
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import json
 import os
-import resource
-import secrets
 import shutil
 import signal
-import socket
-import statistics
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import jwt
 import psycopg2
 from psycopg2.extensions import parse_dsn
 
-from seed import (  # bench/, beside this file
+from clients import Auth, Wrk, http, wait_ready  # bench/, beside this file
+from processes import (
+    Processes, children_cpu_seconds, cpu_delta, cpu_ticks, free_port, machine_busy_seconds, postgres_pids, rss_kib,
+    worker_pids,
+)
+from report import MEMORY_GROWTH_TARGET, log, print_table, summarise
+from seed import (
     BENCH_TASKS, BENCH_USER, SEED_USERS, TASKS_PER_USER, TREE_LIST_ID, TREE_TASKS, TREE_USER, WRITER_USER,
     recreate_database, seed_floor, seed_ours, seed_rows,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
-LUA_DIR = BENCH_DIR / "lua"
 RESULTS_DIR = BENCH_DIR / "results"
 VENV_BIN = Path(sys.executable).parent if (Path(sys.executable).parent / "uvicorn").exists() else REPO / ".venv" / "bin"
 
@@ -54,8 +49,6 @@ LIST_TREE = f"?list_id={TREE_LIST_ID}&sort=position&limit=500"
 # Filter + search + a non-default sort; PATCH and toggle never touch tags or titles, so this
 # route's result (5 tasks) stays the same through the run.
 LIST_QUERY = "?tag=work&q=report&sort=due_date"
-P99_TARGET_MS = 100.0
-MEMORY_GROWTH_TARGET = 0.20
 
 # name -> how ours and the floor are driven. The floor has no PATCH, toggle or filters: its README
 # says to compare writes against its POST, and lists against its plain list.
@@ -79,271 +72,6 @@ ROUTES = {
     "list_tree": dict(label=f"GET /api/tasks{LIST_TREE}  ({TREE_TASKS} tasks, 3 levels; floor: plain list)", target=None,
                       ours=("get.lua", "/api/tasks" + LIST_TREE, "tree", False), floor=("get.lua", "/api/tasks", "bench", False)),
 }
-
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-# --------------------------------------------------------------------------- processes
-
-
-class Processes:
-    """Every process this script starts, each in its own process group, stopped in stop_all()."""
-
-    def __init__(self) -> None:
-        self.procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(self, name: str, cmd: list[str], *, env: dict[str, str], cwd: Path, log_path: Path | None) -> subprocess.Popen:
-        out = open(log_path, "wb") if log_path else subprocess.DEVNULL
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
-
-    def stop(self, proc: subprocess.Popen, grace: float = 10.0) -> None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)  # the group holds the uvicorn master and its workers
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait(5)
-        self.procs = [(n, p) for n, p in self.procs if p is not proc]
-
-    def stop_all(self) -> None:
-        for _name, proc in reversed(list(self.procs)):
-            self.stop(proc)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == pid:
-            found.append(int(entry))
-    return sorted(found)
-
-
-def worker_pids(master: int) -> list[int]:
-    """uvicorn --workers N: the master's children that run spawn_main (not the resource tracker)."""
-    pids = []
-    for pid in children(master):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if b"resource_tracker" not in cmdline:
-            pids.append(pid)
-    return pids
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def cpu_ticks(pids: list[int]) -> dict[int, int]:
-    ticks = {}
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
-    return ticks
-
-
-def cpu_delta(before: dict[int, int], after: dict[int, int]) -> float:
-    """CPU seconds used between two samples; a process that exited in between is left out."""
-    return sum(t - before.get(pid, 0) for pid, t in after.items()) / os.sysconf("SC_CLK_TCK")
-
-
-def postgres_pids() -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if Path(f"/proc/{entry}/comm").read_text().strip() == "postgres":
-                    pids.append(int(entry))
-            except OSError:
-                pass
-    return pids
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores spent busy since boot (from /proc/stat)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-# --------------------------------------------------------------------------- tokens and JWKS
-
-
-class Auth:
-    """Tokens for the benchmark user and the writer user. The floor always gets HS256."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self.secret = secrets.token_urlsafe(48)
-        self.kid = "bench-" + secrets.token_hex(4)
-        self.jwks_server: ThreadingHTTPServer | None = None
-        self.jwks_url: str | None = None
-        if mode == "eddsa":
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-            from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-            self.private_key = Ed25519PrivateKey.generate()
-            raw = self.private_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
-            x = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-            self.jwks = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x, "kid": self.kid, "alg": "EdDSA", "use": "sig"}]}
-
-    def claims(self, user: str) -> dict:
-        now = int(time.time())
-        return {"sub": user, "iat": now, "exp": now + 3 * 3600, "email": f"{user}@bench.local", "name": user}
-
-    def hs256(self, user: str) -> str:
-        return jwt.encode(self.claims(user), self.secret, algorithm="HS256")
-
-    def ours(self, user: str) -> str:
-        if self.mode == "eddsa":
-            return jwt.encode(self.claims(user), self.private_key, algorithm="EdDSA", headers={"kid": self.kid})
-        return self.hs256(user)
-
-    def start_jwks(self) -> None:
-        if self.mode != "eddsa":
-            return
-        body = json.dumps(self.jwks).encode()
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args):
-                pass
-
-        self.jwks_server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.jwks_url = f"http://127.0.0.1:{self.jwks_server.server_address[1]}/api/auth/jwks"
-        threading.Thread(target=self.jwks_server.serve_forever, daemon=True).start()
-
-    def stop_jwks(self) -> None:
-        if self.jwks_server is not None:
-            self.jwks_server.shutdown()
-            self.jwks_server.server_close()
-            self.jwks_server = None
-
-
-# --------------------------------------------------------------------------- databases and seed
-
-
-def http(method: str, url: str, token: str | None = None, body: dict | None = None, timeout: float = 5.0):
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()[:300]
-
-
-def wait_ready(url: str, token: str | None, proc: subprocess.Popen, name: str, log_path: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited with {proc.returncode} while starting; see {log_path}:\n{tail(log_path)}")
-        try:
-            status, _ = http("GET", url, token, timeout=2)
-            if status == 200:
-                return
-        except (urllib.error.URLError, OSError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{name} not ready after {timeout:.0f}s ({url}); see {log_path}:\n{tail(log_path)}")
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-class Wrk:
-    def __init__(self, connections: int, threads: int, timeout_s: int) -> None:
-        self.connections, self.threads, self.timeout_s = connections, threads, timeout_s
-
-    def run(self, base: str, script: str, path: str, token: str, ids: list[int], duration: float,
-            limit: int | None = None, extra_env: dict[str, str] | None = None, connections: int | None = None) -> dict:
-        connections = connections or self.connections
-        env = {**os.environ, "BENCH_LUA_DIR": str(LUA_DIR), "BENCH_TOKEN": token,
-               "BENCH_TASK_IDS": ",".join(map(str, ids)), **(extra_env or {})}
-        if limit:
-            env["BENCH_LIMIT_PER_THREAD"] = str(max(1, -(-limit // self.threads)))
-        cmd = ["wrk", f"-t{self.threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-               f"--timeout={self.timeout_s}s", "-s", str(LUA_DIR / script), base + path]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        watchdog = threading.Timer(duration + 60, proc.kill)
-        watchdog.start()
-        lines, finished = [], 0
-        try:
-            for line in proc.stdout:
-                lines.append(line)
-                if line.startswith("BENCH_THREAD_DONE"):
-                    finished += 1
-                    if finished == self.threads:
-                        # Every thread reached its request limit: wrk stops early on SIGINT and still reports.
-                        proc.send_signal(signal.SIGINT)
-            stderr = proc.stderr.read()
-            proc.wait()
-        finally:
-            watchdog.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        for line in lines:
-            if line.startswith("BENCH_JSON "):
-                result = json.loads(line[len("BENCH_JSON "):])
-                seconds = result["duration_us"] / 1e6
-                result["rps"] = result["requests"] / seconds if seconds else 0.0
-                result["p50_ms"] = result["latency_us"]["p50"] / 1000
-                result["p99_ms"] = result["latency_us"]["p99"] / 1000
-                result["socket_errors"] = sum(v for k, v in result["errors"].items() if k != "status")
-                return result
-        raise RuntimeError(f"wrk gave no result (exit {proc.returncode}): {' '.join(cmd)}\n{''.join(lines)}\n{stderr}")
 
 
 # --------------------------------------------------------------------------- the bench
@@ -579,7 +307,7 @@ class Bench:
                 log(line + (f"  non-2xx/errors {bad} {ours['statuses']}" if bad else ""))
             if self.rss:
                 self.rss_sample(f"after round {r}")
-        return {name: summarise(name, runs) for name, runs in results.items()}
+        return {name: summarise(ROUTES[name], runs) for name, runs in results.items()}
 
     # ---- profile
     def profile(self) -> dict:
@@ -627,102 +355,11 @@ class Bench:
         return report
 
 
-def summarise(name: str, runs: dict) -> dict:
-    def med(side: str, key: str) -> float | None:
-        values = [run[key] for run in runs[side]]
-        return statistics.median(values) if values else None
-
-    spec = ROUTES[name]
-    out = {"label": spec["label"], "target_ratio": spec["target"], "runs": runs}
-    for side in ("ours", "floor"):
-        if runs[side]:
-            out[side] = {
-                "rps": round(med(side, "rps"), 1), "p50_ms": round(med(side, "p50_ms"), 2), "p99_ms": round(med(side, "p99_ms"), 2),
-                "non2xx": sum(r["non2xx"] for r in runs[side]), "socket_errors": sum(r["socket_errors"] for r in runs[side]),
-                "requests": sum(r["requests"] for r in runs[side]),
-                "server_cpu_us_per_req": round(med(side, "server_cpu_us_per_req"), 1),
-                "postgres_cpu_us_per_req": round(med(side, "postgres_cpu_us_per_req"), 1),
-                "cpu_cores": {k: round(statistics.median(r["cpu_cores"][k] for r in runs[side]), 2)
-                              for k in ("server", "postgres", "wrk", "other", "machine")},
-            }
-    if runs["floor"]:
-        ratios = [o["rps"] / f["rps"] for o, f in zip(runs["ours"], runs["floor"]) if f["rps"]]
-        out["ratio"] = round(statistics.median(ratios), 3)
-        out["ratio_per_round"] = [round(x, 3) for x in ratios]
-        # What the ratio would be if both were CPU-bound on a quiet machine: CPU per request (server
-        # processes + PostgreSQL) of the floor over ours. Unlike rps, other processes barely move it.
-        cost = {side: out[side]["server_cpu_us_per_req"] + out[side]["postgres_cpu_us_per_req"] for side in ("ours", "floor")}
-        out["cpu_ratio"] = round(cost["floor"] / cost["ours"], 3) if cost["ours"] else None
-    ours = out["ours"]
-    checks = {"p99": ours["p99_ms"] < P99_TARGET_MS, "no_errors": ours["non2xx"] == 0 and ours["socket_errors"] == 0}
-    if spec["target"] is not None and "ratio" in out:
-        checks["ratio"] = out["ratio"] >= spec["target"]
-    out["checks"] = checks
-    out["pass"] = all(checks.values())
-    return out
-
-
 def find_floor_dir() -> Path:
     for candidate in (os.environ.get("FLOOR_DIR"), REPO.parent / "shared" / "bench"):
         if candidate and (Path(candidate) / "floor.py").exists():
             return Path(candidate).resolve()
     raise SystemExit("floor.py not found: expected ../shared/bench/ beside the repo, or set FLOOR_DIR")
-
-
-def print_table(routes: dict, memory: dict | None, meta: dict) -> None:
-    log("")
-    if routes:
-        print_routes(routes, meta)
-    if memory:
-        print_memory(memory)
-
-
-def print_routes(routes: dict, meta: dict) -> None:
-    log(f"ours: {meta['workers']} workers, auth {meta['auth'].upper()}"
-        + (" (floor: HS256 always)" if meta["auth"] != "hs256" else "")
-        + f" | floor: {meta['floor_workers']} workers | wrk -t{meta['threads']} -c{meta['connections']} "
-        f"{meta['duration']}s x {meta['rounds']} rounds, medians")
-    header = (f"{'route':<11} {'ours rps':>9} {'floor rps':>9} {'ratio':>6} {'target':>7}  {'ours p50/p99 ms':>16}  "
-              f"{'floor p50/p99 ms':>16}  {'non-2xx o/f':>11}  {'CPU us/req o/f':>14} {'cpu ratio':>9}  ok")
-    log(header)
-    log("-" * len(header))
-    for name, r in routes.items():
-        o, f = r["ours"], r.get("floor")
-        target = f">={r['target_ratio']:.1f}" if r["target_ratio"] is not None else "-"
-        errors_o = o["non2xx"] + o["socket_errors"]
-        errors_f = (f["non2xx"] + f["socket_errors"]) if f else "-"
-        log(f"{name:<11} {o['rps']:>9.0f} {f['rps'] if f else float('nan'):>9.0f} {r.get('ratio', float('nan')):>6.2f} {target:>7}  "
-            f"{o['p50_ms']:>7.1f} / {o['p99_ms']:>6.1f}  "
-            + (f"{f['p50_ms']:>7.1f} / {f['p99_ms']:>6.1f}" if f else f"{'-':>16}")
-            + f"  {str(errors_o) + '/' + str(errors_f):>11}  "
-            + f"{str(round(o['server_cpu_us_per_req'])) + '/' + (str(round(f['server_cpu_us_per_req'])) if f else '-'):>14} "
-            + f"{r['cpu_ratio'] if r.get('cpu_ratio') is not None else float('nan'):>9.2f}  "
-            + ("PASS" if r["pass"] else "FAIL " + ",".join(k for k, v in r["checks"].items() if not v)))
-    log("targets: ratio ours/floor >= 0.5 (list, get_one), >= 0.4 (create, update, toggle; floor = its POST); "
-        f"p99 < {P99_TARGET_MS:.0f} ms and zero non-2xx on every route (ours).")
-    log("CPU us/req: CPU time of the server's processes per request. cpu ratio: floor/ours CPU per request "
-        "(server + PostgreSQL), the throughput ratio to expect when both are CPU-bound; it holds on a busy machine.")
-    others = [r[side]["cpu_cores"]["other"] for r in routes.values() for side in ("ours", "floor") if r.get(side)]
-    if others:
-        busiest = max(others)
-        log(f"background: other processes used up to {busiest:.2f} of {os.cpu_count()} cores during the runs (median per route)"
-            + ("  -> WARNING: the machine was not quiet; absolute numbers are low, ratios noisier" if busiest >= 0.25 else ""))
-
-
-def print_memory(memory: dict) -> None:
-    log("")
-    log(f"memory: RSS per worker after the first {memory['requests_first']:,} requests and after {memory['requests_last']:,} "
-        f"(all routes; non-2xx/errors in the mixed runs: {memory['non2xx_or_errors_mixed']})"
-        + ("" if memory["reached_target"] else f"  -> target of {memory['target_requests']:,} NOT reached in the time budget"))
-    for pid, w in memory["workers"].items():
-        log(f"  worker {pid}: {w['rss_after_first_kib'] / 1024:7.1f} MiB -> {w['rss_after_last_kib'] / 1024:7.1f} MiB  "
-            f"({w['growth'] * 100:+.1f}%, target <= +{MEMORY_GROWTH_TARGET * 100:.0f}%)  [at start {w['rss_start_kib'] / 1024:.1f} MiB]")
-    if memory["reached_target"]:
-        log(f"  memory: {'PASS' if memory['pass'] else 'FAIL'}")
-    else:
-        within = all(w["growth"] <= MEMORY_GROWTH_TARGET for w in memory["workers"].values())
-        log(f"  memory: INCOMPLETE ({memory['requests_last']:,} of {memory['target_requests']:,} requests in the time budget; "
-            f"growth so far {'within' if within else 'OVER'} target). Full check: .venv/bin/python bench/run.py --memory-only --budget 600")
 
 
 def git_state() -> dict:

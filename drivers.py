@@ -13,7 +13,7 @@ import aiosqlite
 import orjson
 import psycopg
 import psycopg.pq
-import psycopg.types.json
+import psycopg.adapt
 import sqlalchemy as sa
 
 from config import Settings
@@ -117,6 +117,14 @@ class Driver:
             pass
 
 
+class JsonLoader(psycopg.adapt.Loader):
+    """json and jsonb values (text format) parsed by orjson straight from the driver's buffer: one
+    C call per value. psycopg's own loader adds a Python call and a copy to bytes for each (two
+    per task: tags and reminders; a 500-task tree page has 1,000)."""
+
+    load = staticmethod(orjson.loads)  # type: ignore[assignment]
+
+
 class PostgresDriver(Driver):
     name = "postgresql"
 
@@ -163,7 +171,8 @@ class PostgresDriver(Driver):
 
     @staticmethod
     async def configure(raw: psycopg.AsyncConnection) -> None:
-        psycopg.types.json.set_json_loads(orjson.loads, raw)
+        for json_type in ("json", "jsonb"):
+            raw.adapters.register_loader(json_type, JsonLoader)
         # Timestamps come back in UTC, so they need no conversion per value (db.PostgresDialect);
         # PgBouncer keeps a client's TimeZone across the server connections it lends it.
         await raw.execute("SET TIME ZONE 'UTC'")

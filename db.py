@@ -26,7 +26,9 @@ from config import Settings
 from drivers import DatabaseUnavailable, Driver, PostgresDriver, SqliteDriver, WriteConflict
 from pools import PostgresPool, SqlitePool
 
-__all__ = ["Connection", "Database", "database_of", "DatabaseUnavailable", "DuplicateKey", "upgrade_schema", "WriteConflict"]
+__all__ = [
+    "Connection", "Database", "database_of", "DatabaseUnavailable", "DuplicateKey", "upgrade_schema", "WriteConflict",
+]
 
 log = logging.getLogger("task_api.db")
 

@@ -119,8 +119,8 @@ class Driver:
 
 class JsonLoader(psycopg.adapt.Loader):
     """json and jsonb values (text format) parsed by orjson straight from the driver's buffer: one
-    C call per value. psycopg's own loader adds a Python call and a copy to bytes for each (two
-    per task: tags and reminders; a 500-task tree page has 1,000)."""
+    C call per value. psycopg's own loader adds a Python call and a copy to bytes for each (every
+    task has two, its tags and reminders, three with a recurrence: 1,000 on a 500-task page)."""
 
     load = staticmethod(orjson.loads)  # type: ignore[assignment]
 

@@ -9,10 +9,10 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
+import errors
 import queries
 import store
 from conftest import make_settings
-import errors
 from db import Database, DatabaseUnavailable, WriteConflict
 from etags import Precondition
 from task_sql import task_table
@@ -200,7 +200,8 @@ def test_a_write_undone_by_a_deadlock_is_run_again_and_lands(scratch_database, c
         await asyncio.sleep(0.3)  # the completion holds the parent and waits for the subtask
 
         def close_the_cycle() -> None:
-            other.execute("SELECT id FROM task WHERE id = %s FOR UPDATE", (parent["id"],))  # returns once the completion is undone
+            # Waits for the completion's lock on the parent: it returns once PostgreSQL undid the completion.
+            other.execute("SELECT id FROM task WHERE id = %s FOR UPDATE", (parent["id"],))
             time.sleep(0.2)
             other.rollback()
             other.close()
@@ -211,7 +212,8 @@ def test_a_write_undone_by_a_deadlock_is_run_again_and_lands(scratch_database, c
 
     with caplog.at_level(logging.WARNING, logger="task_api.db"):
         completed, tasks = run_with_database(url, scenario)
-    retries = [record for record in caplog.records if record.getMessage() == "statement undone by the database, running it again"]
+    retried = "statement undone by the database, running it again"
+    retries = [record for record in caplog.records if record.getMessage() == retried]
     assert [record.error_type for record in retries] == ["DeadlockDetected"]  # the deadlock happened, once
     assert completed["completed"] is True and completed["version"] == 2
     assert sorted(tasks) == [("child", True), ("parent", True)]

@@ -95,14 +95,12 @@ def with_event(
 
 def api_timestamp(column: Any) -> sa.ColumnElement[str]:
     """PostgreSQL: a timestamptz as the API's JSON writes it (responses.py: orjson with a `Z`,
-    microseconds only when there are any), for event data built in SQL by `with_event`."""
+    microseconds only when there are any), for event data built in SQL by `with_event`. One
+    to_char per value (it runs for every timestamp of every write's event): the microseconds are
+    always six digits, so `.000000Z` is exactly a whole second."""
     utc = sa.func.timezone(sa.literal_column("'UTC'"), column)
-    fraction = sa.case(
-        (sa.extract("microseconds", utc) % sa.literal_column("1000000") == sa.literal_column("0"), sa.literal_column("''")),
-        else_=sa.func.to_char(utc, sa.literal_column("'.US'")),
-    )
-    seconds = sa.func.to_char(utc, sa.literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
-    return seconds.concat(fraction).concat(sa.literal_column("'Z'"))
+    text = sa.func.to_char(utc, sa.literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"))
+    return sa.func.replace(text, sa.literal_column("'.000000Z'"), sa.literal_column("'Z'"))
 
 
 async def record(connection: db.Connection, user_id: str, changes: Sequence[tuple[str, int, dict | None]]) -> None:

@@ -10,6 +10,7 @@ import events
 import task_sql
 from conftest import make_settings
 from db import Database
+from responses import to_json
 
 
 def changes(user, since=None, **params):
@@ -61,6 +62,22 @@ def test_every_kind_of_task_write_is_an_event_with_the_task_as_the_api_returns_i
         assert set(change) == {"cursor", "type", "id", "data", "at"}
         assert change["at"].endswith("Z")
     assert changes(alice, page["cursor"]) == {"changes": [], "cursor": page["cursor"], "has_more": False}
+
+
+@pytest.mark.parametrize("moment", [
+    datetime(2026, 11, 26, 9, 30, tzinfo=timezone.utc),  # a whole second: no fraction at all
+    datetime(2026, 11, 26, 9, 30, 0, 1, tzinfo=timezone.utc),
+    datetime(2026, 11, 26, 9, 30, 0, 500000, tzinfo=timezone.utc),
+    datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-5))),  # next year in UTC
+])
+def test_event_timestamps_built_in_sql_are_written_as_the_api_writes_them(backend, sql_engine, moment):
+    """PostgreSQL builds a write's event data in the write's own statement (events.with_event)."""
+    if backend != "postgres":
+        pytest.skip("SQLite's events are encoded by the service itself")
+    with sql_engine.connect() as connection:
+        built = connection.execute(sa.select(events.api_timestamp(sa.literal(moment, sa.DateTime(timezone=True))))).scalar_one()
+    # The service's own datetimes are in UTC (models.UTCDateTime), and so is what it encodes.
+    assert built == to_json(moment.astimezone(timezone.utc)).decode().strip('"')
 
 
 def test_the_default_list_made_on_first_use_is_a_list_created_event_once(alice):

@@ -110,6 +110,7 @@ class Bench:
             raise SystemExit(f"alembic upgrade head failed:\n{migrate.stdout}\n{migrate.stderr}")
         rows = seed_rows()
         seed_ours(self.ours_dsn, rows)
+        drop_indexes(self.ours_dsn, self.args.drop_index)
         self.bench_ids = [r["id"] for r in rows if r["user_id"] == BENCH_USER]
         if not self.args.no_floor:
             recreate_database(self.admin_dsn, FLOOR_DB)
@@ -355,6 +356,22 @@ class Bench:
         return report
 
 
+def drop_indexes(dsn: str, names: list[str]) -> None:
+    """What indexes cost the writes, measured here: ours runs without them (an experiment, never a result)."""
+    if not names:
+        return
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in names:
+            cur.execute("SELECT 1 FROM pg_indexes WHERE schemaname = 'public' AND indexname = %s", (name,))
+            if cur.fetchone() is None:
+                raise SystemExit(f"--drop-index: no index named {name}")
+            cur.execute(f'DROP INDEX "{name}"')
+    conn.close()
+    log(f"dropped {len(names)} indexes of ours: {', '.join(names)}")
+
+
 def find_floor_dir() -> Path:
     for candidate in (os.environ.get("FLOOR_DIR"), REPO.parent / "shared" / "bench"):
         if candidate and (Path(candidate) / "floor.py").exists():
@@ -398,11 +415,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wrk-timeout", type=int, default=5, help="wrk --timeout seconds (slower responses count as errors)")
     p.add_argument("--pg", default=os.environ.get("BENCH_PG", "host=127.0.0.1 port=5432 user=postgres"),
                    help="libpq DSN of the PostgreSQL server (databases taskapi_bench and floor_bench are recreated)")
+    p.add_argument("--drop-index", default="", metavar="NAMES",
+                   help="comma-separated indexes to drop after seeding ours: what they cost the writes")
     p.add_argument("--output", type=Path, default=None,
                    help="JSON results (default bench/results/latest.json, and latest-<auth>.json beside it; "
                         "with --profile: bench/results/profile/profile.json)")
     args = p.parse_args(argv)
     args.routes = [r.strip() for r in args.routes.split(",") if r.strip()]
+    args.drop_index = [name.strip() for name in args.drop_index.split(",") if name.strip()]
     unknown = set(args.routes) - set(ROUTES)
     if unknown:
         p.error(f"unknown routes: {', '.join(sorted(unknown))}")
@@ -464,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"started": started_at.isoformat(timespec="seconds"), "elapsed_s": elapsed, "auth": args.auth,
             "floor_auth": "hs256", "workers": args.workers, "floor_workers": args.floor_workers,
             "connections": args.connections, "threads": args.threads, "duration": args.duration, "rounds": args.rounds,
-            "rate_limit_per_minute": args.rate_limit, "cpus": os.cpu_count(), "git": git_state(),
+            "rate_limit_per_minute": args.rate_limit, "dropped_indexes": args.drop_index, "cpus": os.cpu_count(), "git": git_state(),
             "seed": {"users": SEED_USERS, "tasks_per_user": TASKS_PER_USER, "bench_tasks": BENCH_TASKS,
                      "tree_tasks": TREE_TASKS},
             "list_query": LIST_QUERY, "list_tree": LIST_TREE}

@@ -484,7 +484,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"started": started_at.isoformat(timespec="seconds"), "elapsed_s": elapsed, "auth": args.auth,
             "floor_auth": "hs256", "workers": args.workers, "floor_workers": args.floor_workers,
             "connections": args.connections, "threads": args.threads, "duration": args.duration, "rounds": args.rounds,
-            "rate_limit_per_minute": args.rate_limit, "dropped_indexes": args.drop_index, "cpus": os.cpu_count(), "git": git_state(),
+            "rate_limit_per_minute": args.rate_limit, "dropped_indexes": args.drop_index, "cpus": os.cpu_count(),
+            "git": git_state(),
             "seed": {"users": SEED_USERS, "tasks_per_user": TASKS_PER_USER, "bench_tasks": BENCH_TASKS,
                      "tree_tasks": TREE_TASKS},
             "list_query": LIST_QUERY, "list_tree": LIST_TREE}

@@ -238,8 +238,10 @@ async def changes_since(connection: db.Connection, user_id: str, since: int, lim
     await sequence(connection, user_id)
     rows = await connection.fetch_all(FEED_PAGE, {"owner": user_id, "since": since, "limit": limit + 1})
     if rows:
-        # Seqs have no gaps: a first event that is not since + 1 means the ones between were purged.
-        if rows[0]["seq"] != since + 1:
+        # Seqs have no gaps: one out of step means events before it were purged. Not only before
+        # the first: at the cutoff the purge can take an event and keep an earlier seq (created_at
+        # is when a transaction began, seq the order of commits).
+        if any(row["seq"] != since + offset for offset, row in enumerate(rows, start=1)):
             raise CursorExpired()
         return rows[:limit], len(rows) > limit
     position = await connection.fetch_one(POSITION, {"owner": user_id, "since": since})

@@ -295,6 +295,30 @@ def test_a_cursor_that_was_current_when_its_events_were_purged_still_works(alice
     assert [c["data"]["title"] for c in changes(alice, cursor)["changes"]] == ["new"]
 
 
+def test_a_change_purged_before_an_earlier_one_expires_the_cursors_before_it(alice, sql_engine, database_url):
+    """`created_at` is when a write's transaction began, `seq` the order of commits: a write that
+    began first and committed second has the older event with the later seq. At the cutoff, the
+    purge takes it and keeps the earlier seq, so a reader must not step over the gap."""
+    cursor = start(alice)
+    for title in ("first", "second", "third"):
+        alice.create_task(title=title)
+    first, second, third = changes(alice, cursor)["changes"]
+    with sql_engine.begin() as connection:  # the second began before the cutoff, the first after it
+        for change, age in ((first, timedelta(days=29)), (second, timedelta(days=31))):
+            connection.execute(
+                sa.update(events.event_table)
+                .where(events.event_table.c.user_id == alice.user_id, events.event_table.c.seq == events.seq_of(change["cursor"]))
+                .values(created_at=datetime.now(timezone.utc) - age)
+            )
+    assert purge(database_url) == 1
+
+    for before_the_gap in (cursor, first["cursor"]):
+        expired = alice.get("/api/changes", params={"since": before_the_gap})
+        assert expired.status_code == 410 and expired.json()["error_code"] == "CURSOR_EXPIRED"
+    # After the gap, nothing is missing.
+    assert [c["data"]["title"] for c in changes(alice, second["cursor"])["changes"]] == ["third"]
+
+
 def test_the_events_migration_upgrades_a_database_with_tasks_and_downgrades(backend, scratch_database):
     from alembic import command
     from alembic.config import Config

@@ -35,7 +35,7 @@ from processes import (
 from report import MEMORY_GROWTH_TARGET, log, print_table, summarise
 from seed import (
     BENCH_TASKS, BENCH_USER, SEED_USERS, TASKS_PER_USER, TREE_LIST_ID, TREE_TASKS, TREE_USER, WRITER_USER,
-    recreate_database, seed_floor, seed_ours, seed_rows,
+    drop_indexes, recreate_database, seed_floor, seed_ours, seed_rows,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -110,7 +110,9 @@ class Bench:
             raise SystemExit(f"alembic upgrade head failed:\n{migrate.stdout}\n{migrate.stderr}")
         rows = seed_rows()
         seed_ours(self.ours_dsn, rows)
-        drop_indexes(self.ours_dsn, self.args.drop_index)
+        if self.args.drop_index:
+            drop_indexes(self.ours_dsn, self.args.drop_index)
+            log(f"dropped {len(self.args.drop_index)} indexes of ours: {', '.join(self.args.drop_index)}")
         self.bench_ids = [r["id"] for r in rows if r["user_id"] == BENCH_USER]
         if not self.args.no_floor:
             recreate_database(self.admin_dsn, FLOOR_DB)
@@ -354,22 +356,6 @@ class Bench:
                     report[route][kind] = data
         log(f"profiles (collapsed stacks; open in https://www.speedscope.app or flamegraph.pl): {out}")
         return report
-
-
-def drop_indexes(dsn: str, names: list[str]) -> None:
-    """What indexes cost the writes, measured here: ours runs without them (an experiment, never a result)."""
-    if not names:
-        return
-    conn = psycopg2.connect(dsn)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        for name in names:
-            cur.execute("SELECT 1 FROM pg_indexes WHERE schemaname = 'public' AND indexname = %s", (name,))
-            if cur.fetchone() is None:
-                raise SystemExit(f"--drop-index: no index named {name}")
-            cur.execute(f'DROP INDEX "{name}"')
-    conn.close()
-    log(f"dropped {len(names)} indexes of ours: {', '.join(names)}")
 
 
 def find_floor_dir() -> Path:

@@ -112,6 +112,20 @@ def copy_rows(cur, table: str, columns: list[str], lines: list[str]) -> None:
     cur.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN", io.StringIO("".join(lines)))
 
 
+def drop_indexes(dsn: str, names: list[str]) -> None:
+    """Drop indexes of the seeded database (`bench/run.py --drop-index`: what they cost the writes,
+    an experiment, never a result to quote as ours)."""
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for name in names:
+            cur.execute("SELECT 1 FROM pg_indexes WHERE schemaname = 'public' AND indexname = %s", (name,))
+            if cur.fetchone() is None:
+                raise SystemExit(f"--drop-index: no index named {name}")
+            cur.execute(f'DROP INDEX "{name}"')
+    conn.close()
+
+
 def seed_ours(dsn: str, rows: list[dict]) -> None:
     """Rows exactly as store.create_task writes them: version 1, tags as JSON, one task_tag row
     per tag (tag_key = tag.lower()), each in its list at the end of its siblings (bench/seed_lists.py)."""

@@ -35,7 +35,7 @@ from processes import (
 from report import MEMORY_GROWTH_TARGET, log, print_table, summarise
 from seed import (
     BENCH_TASKS, BENCH_USER, SEED_USERS, TASKS_PER_USER, TREE_LIST_ID, TREE_TASKS, TREE_USER, WRITER_USER,
-    drop_indexes, recreate_database, seed_floor, seed_ours, seed_rows,
+    drop_indexes, floor_schema, recreate_database, seed_floor, seed_ours, seed_rows,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -116,7 +116,7 @@ class Bench:
         self.bench_ids = [r["id"] for r in rows if r["user_id"] == BENCH_USER]
         if not self.args.no_floor:
             recreate_database(self.admin_dsn, FLOOR_DB)
-            seed_floor(self.floor_dsn, (self.floor_dir / "floor_schema.sql").read_text(), rows)
+            seed_floor(self.floor_dsn, floor_schema(self.floor_dir), rows)
         tags = sum(len(r["tags"]) for r in rows)
         log(f"seeded {len(rows):,} tasks ({SEED_USERS:,} users x {TASKS_PER_USER} + {BENCH_USER} x {BENCH_TASKS} "
             f"+ {TREE_USER} x {TREE_TASKS} in a tree), "

@@ -5,6 +5,7 @@ import datetime as dt
 import io
 import json
 import random
+from pathlib import Path
 
 import psycopg2
 
@@ -158,6 +159,12 @@ def seed_ours(dsn: str, rows: list[dict]) -> None:
     with conn.cursor() as cur:
         cur.execute("ANALYZE")
     conn.close()
+
+
+def floor_schema(floor_dir: Path) -> str:
+    """The floor's table: its own, or the shared floor's (bench/fastapi_floor has none of its own)."""
+    own = floor_dir / "floor_schema.sql"
+    return (own if own.exists() else Path(__file__).resolve().parents[2] / "shared" / "bench" / "floor_schema.sql").read_text()
 
 
 def seed_floor(dsn: str, schema_sql: str, rows: list[dict]) -> None:

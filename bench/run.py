@@ -40,6 +40,7 @@ from seed import (
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+SHARED_FLOOR_DIR = REPO.parent / "shared" / "bench"  # the floor: ../shared/bench beside the repository
 RESULTS_DIR = BENCH_DIR / "results"
 VENV_BIN = Path(sys.executable).parent if (Path(sys.executable).parent / "uvicorn").exists() else REPO / ".venv" / "bin"
 
@@ -116,7 +117,7 @@ class Bench:
         self.bench_ids = [r["id"] for r in rows if r["user_id"] == BENCH_USER]
         if not self.args.no_floor:
             recreate_database(self.admin_dsn, FLOOR_DB)
-            seed_floor(self.floor_dsn, floor_schema(self.floor_dir), rows)
+            seed_floor(self.floor_dsn, floor_schema(self.floor_dir, SHARED_FLOOR_DIR), rows)
         tags = sum(len(r["tags"]) for r in rows)
         log(f"seeded {len(rows):,} tasks ({SEED_USERS:,} users x {TASKS_PER_USER} + {BENCH_USER} x {BENCH_TASKS} "
             f"+ {TREE_USER} x {TREE_TASKS} in a tree), "
@@ -359,7 +360,7 @@ class Bench:
 
 
 def find_floor_dir() -> Path:
-    for candidate in (os.environ.get("FLOOR_DIR"), REPO.parent / "shared" / "bench"):
+    for candidate in (os.environ.get("FLOOR_DIR"), SHARED_FLOOR_DIR):
         if candidate and (Path(candidate) / "floor.py").exists():
             return Path(candidate).resolve()
     raise SystemExit("floor.py not found: expected ../shared/bench/ beside the repo, or set FLOOR_DIR")
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
             bench.start_floor()
         log(f"ours: {bench.ours_base} (pid {bench.ours_proc.pid}, workers {bench.ours_workers()}, "
             f"auth {args.auth}{', JWKS ' + bench.auth.jwks_url if bench.auth.jwks_url else ''})"
-            + (f" | floor: {bench.floor_base} (HS256)" if bench.floor_proc else ""))
+            + (f" | floor: {bench.floor_base} (HS256, {bench.floor_dir}/floor.py)" if bench.floor_proc else ""))
         deadline = t0 + args.budget - 8  # leave time to stop the servers
         # The workers are fresh: "after the first 1,000 requests" is literal.
         if not args.no_memory and not args.profile:
@@ -468,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.auth.stop_jwks()
     elapsed = round(time.monotonic() - t0, 1)
     meta = {"started": started_at.isoformat(timespec="seconds"), "elapsed_s": elapsed, "auth": args.auth,
-            "floor_auth": "hs256", "workers": args.workers, "floor_workers": args.floor_workers,
+            "floor": str(bench.floor_dir / "floor.py"), "floor_auth": "hs256",
+            "workers": args.workers, "floor_workers": args.floor_workers,
             "connections": args.connections, "threads": args.threads, "duration": args.duration, "rounds": args.rounds,
             "rate_limit_per_minute": args.rate_limit, "dropped_indexes": args.drop_index, "cpus": os.cpu_count(),
             "git": git_state(),

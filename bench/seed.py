@@ -161,10 +161,10 @@ def seed_ours(dsn: str, rows: list[dict]) -> None:
     conn.close()
 
 
-def floor_schema(floor_dir: Path) -> str:
-    """The floor's table: its own, or the shared floor's (bench/fastapi_floor has none of its own)."""
+def floor_schema(floor_dir: Path, shared_floor_dir: Path) -> str:
+    """The SQL of the floor's table: its own, or the shared floor's (bench/fastapi_floor has none)."""
     own = floor_dir / "floor_schema.sql"
-    return (own if own.exists() else Path(__file__).resolve().parents[2] / "shared" / "bench" / "floor_schema.sql").read_text()
+    return (own if own.exists() else shared_floor_dir / "floor_schema.sql").read_text()
 
 
 def seed_floor(dsn: str, schema_sql: str, rows: list[dict]) -> None:

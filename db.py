@@ -290,6 +290,12 @@ class Connection:
         try:
             cursor = await driver.execute(raw, sql, arguments, prepare) if arguments is not None else await self._execute_plain(sql)
             result = await fetch(cursor) if fetch is not None else None
+        except asyncio.CancelledError:
+            # Cancelled mid-statement (a live stream's client went away): the driver may still run
+            # it (aiosqlite's thread does; a late BEGIN would leave the pooled connection inside a
+            # transaction, where the next request's writes would never commit). Never reused.
+            self.broken = True
+            raise
         except Exception as error:
             self._classify(error)
         finally:

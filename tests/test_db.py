@@ -86,6 +86,29 @@ def test_a_cancelled_transaction_is_rolled_back_and_its_connection_is_not_reused
     assert run_with_database(database_url, scenario, db_pool_size=1) == ["after"]
 
 
+def test_a_statement_cancelled_while_it_waits_leaves_no_transaction_for_the_next_request(database_url):
+    """A request cancelled mid-statement (a live stream whose tab closed while it numbered events):
+    the driver may still run the statement afterwards (aiosqlite's thread does), so its connection
+    must not go back to the pool. Once it did, the BEGIN ran later on the pooled connection: every
+    other write was 503 (the write lock was held) and the next one on it a 500."""
+
+    async def scenario(database: Database):
+        await store.create_task(database, "db_cut_user", {"title": "before"})
+        let_go = _block_writes_of(database_url, "db_cut_user")
+        writer = asyncio.create_task(store.create_task(database, "db_cut_user", {"title": "cancelled"}))
+        await asyncio.sleep(0.3)  # now waiting for the lock, inside the driver
+        writer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await writer
+        let_go()
+        await asyncio.sleep(0.2)  # whatever the driver still had queued has run
+        for title in ("after", "and after"):
+            await store.create_task(database, "db_cut_user", {"title": title})
+        return await _titles(database, "db_cut_user")
+
+    assert run_with_database(database_url, scenario, db_pool_size=1) == ["before", "after", "and after"]
+
+
 def test_values_come_back_as_they_went_in(database_url):
     due = datetime(2026, 12, 24, 17, 30, 15, 123456, tzinfo=timezone.utc)
 

@@ -75,10 +75,12 @@ def public_reminder(row: Row) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- the reminder table
 
+# Locked (PostgreSQL): a firing round that has marked one fired but not committed yet is waited for,
+# so its state is read as fired, never as still waiting (which would fire it again).
 EXISTING_ROWS = sa.select(
     reminder_table.c.before_minutes, reminder_table.c.at, reminder_table.c.fire_at,
     reminder_table.c.state, reminder_table.c.fired_at,
-).where(reminder_table.c.task_id == sa.bindparam("task_id"), reminder_table.c.state.is_not(None))
+).where(reminder_table.c.task_id == sa.bindparam("task_id")).order_by(reminder_table.c.id).with_for_update()
 DELETE_ROWS = sa.delete(reminder_table).where(reminder_table.c.task_id == sa.bindparam("task_id"))
 ROW_FIELDS = ("before_minutes", "at", "fire_at", "state", "fired_at")
 
@@ -99,7 +101,8 @@ async def replace_rows(connection: Connection, task: Row) -> None:
     at the same moment keeps that, so editing a task never fires a reminder twice."""
     done = {}
     for row in await connection.fetch_all(EXISTING_ROWS, {"task_id": task["id"]}):
-        done[(row["before_minutes"], row["at"], row["fire_at"])] = (row["state"], row["fired_at"])
+        if row["state"] is not None:
+            done[(row["before_minutes"], row["at"], row["fire_at"])] = (row["state"], row["fired_at"])
     await connection.execute(DELETE_ROWS, {"task_id": task["id"]})
     if not task["reminders"]:
         return

@@ -1,5 +1,6 @@
 """Reminders (§9) on both databases: fire_at, GET /api/reminders, and firing exactly once."""
 import asyncio
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -212,6 +213,30 @@ def test_editing_a_task_does_not_fire_its_fired_reminder_again(alice, database_u
     assert [row["reminder"].get("before_minutes") for row in refired] == [30]  # the moved relative one; the absolute one stays fired
 
 
+def test_saving_a_task_while_its_reminder_is_being_claimed_does_not_fire_it_again(alice, database_url, sql_engine):
+    """A form that saves every field PATCHes the same reminders back while a firing round has marked
+    the reminder fired but not committed yet: the save waits for that round and keeps it fired."""
+    at = soon(hours=5)
+    task = alice.create_task(reminders=[{"at": z(at)}])
+    saved: list = []
+    with sql_engine.connect() as claim:  # a firing round, held open between its UPDATE and its COMMIT
+        claim.execute(
+            sa.update(reminders.reminder_table)
+            .where(reminders.reminder_table.c.task_id == task["id"])
+            .values(state="fired", fired_at=at)
+        )
+        save = threading.Thread(
+            target=lambda: saved.append(alice.patch(f"/api/tasks/{task['id']}", json={"title": "saved", "reminders": [{"at": z(at)}]}))
+        )
+        save.start()
+        time.sleep(0.5)  # the save reaches the reminder rows and waits for the round
+        claim.commit()
+    save.join(timeout=30)
+    assert saved and saved[0].status_code == 200, saved and saved[0].text
+    assert [row["state"] for row in reminder_rows(sql_engine, [task["id"]])] == ["fired"]
+    assert not [row for row in fire(database_url, sql_engine, at + timedelta(seconds=1)) if row["task_id"] == task["id"]]
+
+
 @pytest.mark.slow
 def test_two_instances_with_two_workers_fire_each_reminder_once_within_a_minute(backend, scratch_database):
     database_url = scratch_database(backend)
@@ -253,6 +278,57 @@ def test_two_instances_with_two_workers_fire_each_reminder_once_within_a_minute(
         due = [change for change in page["changes"] if change["type"] == "reminder.due"]
         assert sorted(change["id"] for change in due) == sorted(ids)
         assert due[0]["data"]["reminder"] == {"at": z(at), "fire_at": z(at)}
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.mark.slow
+def test_reminders_saved_again_and_again_while_they_fire_still_fire_once(backend, scratch_database):
+    """Two instances of two workers firing every second, and clients saving the tasks' reminders back
+    (as a form that saves every field does) from before the reminders are due until after."""
+    database_url = scratch_database(backend)
+    servers = [LiveServer(database_url, secret=TEST_SECRET, workers=2, env={"REMINDER_POLL_SECONDS": "1"}) for _ in range(2)]
+    try:
+        for server in servers:
+            server.start()
+        import httpx
+
+        headers = {"Authorization": f"Bearer {mint_token('saving_user')}"}
+        clients = [httpx.Client(base_url=server.url, headers=headers, timeout=30) for server in servers]
+        at = soon(seconds=4)
+        ids = [clients[0].post("/api/tasks", json={"title": f"r{index}", "reminders": [{"at": z(at)}]}).json()["id"] for index in range(160)]
+        stop_saving = at + timedelta(seconds=2.5)
+
+        def save(worker: int) -> None:
+            client = clients[worker % 2]
+            while datetime.now(timezone.utc) < stop_saving:
+                for task_id in ids[worker::4]:
+                    response = client.patch(f"/api/tasks/{task_id}", json={"reminders": [{"at": z(at)}]})
+                    assert response.status_code == 200, response.text
+
+        savers = [threading.Thread(target=save, args=(worker,)) for worker in range(4)]
+        for saver in savers:
+            saver.start()
+        for saver in savers:
+            saver.join(timeout=60)
+        engine = sa.create_engine(make_settings(database_url).database_url)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with engine.connect() as connection:
+                states = connection.execute(sa.select(reminders.reminder_table.c.state)).scalars().all()
+            if all(state == "fired" for state in states):
+                break
+            time.sleep(0.5)
+        time.sleep(2)  # a second firing, if there were one, would be recorded by now
+        with engine.connect() as connection:
+            fired = connection.execute(
+                sa.select(events.event_table.c.entity_id).where(events.event_table.c.type == events.REMINDER_DUE)
+            ).scalars().all()
+        engine.dispose()
+        twice = [task_id for task_id in set(fired) if fired.count(task_id) > 1]
+        assert not twice, f"{len(twice)} of {len(ids)} reminders fired more than once"
+        assert sorted(fired) == sorted(ids)
     finally:
         for server in servers:
             server.stop()

@@ -89,7 +89,7 @@ async def task_occurrences(db: Database, user_id: str, task_id: int, count: int)
 
 
 async def create_task(db: Database, user_id: str, fields: Changes) -> dict[str, Any]:
-    if db.dialect == "postgresql" and not scheduling.needs_transaction(fields):
+    if db.dialect == "postgresql" and not scheduling.needs_transaction(fields) and fields.get("parent_id") is None:
         async with db.connect(writer=user_id) as connection:  # the INSERTs and the event: one statement (events.with_event)
             return await insert_task(connection, user_id, fields, one_statement=True)
     async with db.transaction(writer=user_id) as connection:
@@ -98,7 +98,11 @@ async def create_task(db: Database, user_id: str, fields: Changes) -> dict[str, 
 
 async def insert_task(connection: Connection, user_id: str, fields: Changes, one_statement: bool = False) -> dict[str, Any]:
     """The INSERTs of a new task, at the end of its siblings, and its event, in the caller's
-    transaction (or, `one_statement` on PostgreSQL without reminders, as one statement)."""
+    transaction (or, `one_statement` on PostgreSQL without reminders nor parent, as one statement).
+    A subtask waits for the structural changes in flight (a move of its parent to another list, or
+    of an ancestor deeper), so it lands in its parent's list, never too deep."""
+    if fields.get("parent_id") is not None:
+        await tree.lock_structure(connection, user_id)
     fields = {**fields, **await _new_place(connection, user_id, fields.get("list_id"), fields.get("parent_id"))}
     columns = {**fields, **await scheduling.dated_columns(connection, user_id, None, fields)}
     task = await _insert_row(connection, user_id, columns, one_statement)
@@ -307,6 +311,8 @@ async def _place_of_move(connection: Connection, user_id: str, task_id: int, mov
     """The new list_id / parent_id / position ({} when a PATCH names the place the task is in), and
     whether the list changes (its subtree follows)."""
     await tree.lock_structure(connection, user_id)
+    if 1 <= task_id <= MAX_ID:
+        await tree.lock_subtree(connection, user_id, task_id)
     current = await _find(connection, user_id, task_id)
     if current is None:
         raise TaskNotFound()
@@ -381,7 +387,7 @@ def _delete_completed_statement(in_one_list: bool) -> sa.Delete:
     roots = [t.user_id == sa.bindparam("owner"), t.completed.is_(True)]
     if in_one_list:
         roots.append(t.list_id == sa.bindparam("list_id"))
-    doomed = tree.subtree_of(sa.and_(*roots), "doomed")
+    doomed = tree.locked_in_id_order(tree.subtree_of(sa.and_(*roots), "doomed"), "locked")
     return (
         sa.delete(task_table)
         .where(t.id.in_(sa.select(doomed.c.id)), t.user_id == sa.bindparam("owner"))

@@ -117,7 +117,7 @@ def delete_statement(version_count: int | None) -> sa.Delete:
     """The task (if If-Match allows) and its whole subtree, in one statement."""
     t = task_table.c
     root = sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner"), *version_matches(version_count))
-    doomed = tree.subtree_of(root, "doomed")
+    doomed = tree.locked_in_id_order(tree.subtree_of(root, "doomed"), "locked")
     # Ownership: the subtree starts at the owner's task. The ids alone let the database find the
     # rows by primary key instead of walking all of the owner's tasks.
     return sa.delete(task_table).where(t.id.in_(sa.select(doomed.c.id))).returning(t.id)
@@ -174,7 +174,7 @@ def update_statement(
     if cascades:  # ownership: the subtree starts at the owner's task (and subtasks are their parent's owner's)
         # One walk of the subtree serves both conditions (a CTE named twice is computed once).
         family = tree.subtree_of(sa.and_(is_task, owner), "family")
-        conditions = task_or_its_open_subtasks(family, where, version_count)
+        conditions = task_or_its_open_subtasks(family, tree.locked_in_id_order(family, "locked"), where, version_count)
         if unless_recurring:
             conditions.append(sa.not_(open_recurring_in(family)))
         return sa.update(task_table).where(*conditions).values(values).returning(*SELECTED_COLUMNS)
@@ -182,12 +182,12 @@ def update_statement(
 
 
 def task_or_its_open_subtasks(
-    family: sa.CTE, task_condition: sa.ColumnElement[bool], version_count: int | None
+    family: sa.CTE, locked: sa.CTE, task_condition: sa.ColumnElement[bool], version_count: int | None
 ) -> list[sa.ColumnElement[bool]]:
-    """The task (if `task_condition`), and the open tasks below it (`family`: its subtree) when this
-    statement completes it (it is open now, and If-Match allows the write). Reopening completes
-    nothing; completing a completed task neither. Rows are found through the subtree's ids
-    (primary key lookups)."""
+    """The task (if `task_condition`), and the open tasks below it (`family`: its subtree, `locked`:
+    the same ids, locked in id order) when this statement completes it (it is open now, and If-Match
+    allows the write). Reopening completes nothing; completing a completed task neither. Rows are
+    found through the subtree's ids (primary key lookups)."""
     t = task_table.c
     task = task_table.alias("completing")
     completes = (
@@ -195,7 +195,7 @@ def task_or_its_open_subtasks(
         .where(task.c.id == sa.bindparam("task_id"), task.c.user_id == sa.bindparam("owner"), task.c.completed.is_(False))
         .where(*version_matches(version_count, task))
     )
-    return [t.id.in_(sa.select(family.c.id)), sa.or_(task_condition, sa.and_(t.completed.is_(False), completes))]
+    return [t.id.in_(sa.select(locked.c.id)), sa.or_(task_condition, sa.and_(t.completed.is_(False), completes))]
 
 
 def open_recurring_in(family: sa.CTE) -> sa.ColumnElement[bool]:

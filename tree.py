@@ -96,6 +96,21 @@ def subtree_of(condition: sa.ColumnElement[bool], name: str = "subtree") -> sa.C
     return subtree(anchor, name)
 
 
+def locked_in_id_order(tasks: sa.CTE, name: str) -> sa.CTE:
+    """The ids of `tasks`, their rows locked in id order (PostgreSQL; SQLite's single writer needs no
+    row locks). Every write of several tasks of a subtree (a cascade completion, a delete, a move with
+    its subtree) locks them in this one order before it writes any, so two of them on the same
+    subtree wait for each other instead of deadlocking: each would otherwise lock rows in the order
+    its plan meets them."""
+    return (
+        sa.select(task_table.c.id)
+        .where(task_table.c.id.in_(sa.select(tasks.c.id)))
+        .order_by(task_table.c.id)
+        .with_for_update()
+        .cte(name)
+    )
+
+
 @functools.lru_cache(maxsize=8)
 def tree_order(in_one_list: bool, first_roots: bool = False) -> sa.CTE:
     """Every top-level task of the owner (of one list: `list_id`) and its descendants, with `path`:
@@ -282,6 +297,14 @@ ANCESTRY = sa.select(_up.c.id, _up.c.list_id).order_by(_up.c.depth)
 _below = subtree_of(sa.and_(task_table.c.id == sa.bindparam("task_id"), task_table.c.user_id == sa.bindparam("owner")))
 # Levels in a task's subtree, itself included (1 for a task without subtasks).
 SUBTREE_HEIGHT = sa.select(sa.func.max(_below.c.depth))
+_locked_below = locked_in_id_order(_below, "locked")
+LOCK_SUBTREE = sa.select(sa.func.count()).select_from(_locked_below)
+
+
+async def lock_subtree(connection: Connection, user_id: str, task_id: int) -> None:
+    """Inside a transaction: the task and its subtree locked in id order (see locked_in_id_order),
+    before a move writes them."""
+    await connection.fetch_value(LOCK_SUBTREE, {"task_id": task_id, "owner": user_id})
 
 OWNED_LIST = sa.select(list_table.c.id).where(list_table.c.id == sa.bindparam("list_id"), list_table.c.user_id == sa.bindparam("owner"))
 

@@ -45,6 +45,9 @@ class Principal:
     user_id: str
     email: str | None
     name: str | None
+    # False only when the token says the email is not verified (`email_verified` / Better Auth's
+    # `emailVerified`); a token that says nothing about it (a shared-secret dev token) counts as verified.
+    email_verified: bool = True
 
 
 class JwksKeys:
@@ -151,7 +154,10 @@ class TokenVerifier:
             return cached
         claims = self._decode(token)
         principal = Principal(
-            user_id=claims["sub"], email=_optional_str(claims.get("email")), name=_optional_str(claims.get("name"))
+            user_id=claims["sub"],
+            email=_optional_str(claims.get("email")),
+            name=_optional_str(claims.get("name")),
+            email_verified=_email_verified(claims),
         )
         self._remember(token, principal, claims)
         return principal
@@ -254,6 +260,13 @@ def _explain(exc: jwt.PyJWTError) -> str:
 
 def _optional_str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _email_verified(claims: dict[str, Any]) -> bool:
+    for name in ("email_verified", "emailVerified"):
+        if name in claims:
+            return claims[name] is True or claims[name] == "true"
+    return True
 
 
 async def authenticate(authorization: str | None, verifier: TokenVerifier) -> Principal:

@@ -235,13 +235,15 @@ class Connection:
         return await self._execute(compiled.sql, compiled.arguments(params), _row_count, compiled.is_read)
 
     @asynccontextmanager
-    async def atomic(self) -> AsyncIterator[None]:
+    async def atomic(self, stopping_writes: bool = False) -> AsyncIterator[None]:
         """The statements inside commit together: in the transaction this connection is in, else
-        in one of their own (BEGIN ... COMMIT; ROLLBACK if the block fails)."""
+        in one of their own (BEGIN ... COMMIT; ROLLBACK if the block fails). `stopping_writes`: a
+        membership change, which waits for the writes in flight and holds new ones back (access.py)."""
         if not self.database.driver.is_idle(self.raw):
             yield
             return
-        await self.execute_sql(self.database.driver.begin_sql)
+        driver = self.database.driver
+        await self.execute_sql(driver.begin_stopping_writes_sql if stopping_writes else driver.begin_sql)
         try:
             yield
         except BaseException:
@@ -419,8 +421,8 @@ class Database:
         return Connection(self, writer)
 
     @asynccontextmanager
-    async def transaction(self, writer: str | None = None) -> AsyncIterator[Connection]:
-        async with self.connect(writer) as connection, connection.atomic():
+    async def transaction(self, writer: str | None = None, *, stopping_writes: bool = False) -> AsyncIterator[Connection]:
+        async with self.connect(writer) as connection, connection.atomic(stopping_writes):
             yield connection
 
     async def is_reachable(self) -> bool:

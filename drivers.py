@@ -63,6 +63,7 @@ class Driver:
 
     name: str
     begin_sql = "BEGIN"
+    begin_stopping_writes_sql = "BEGIN"
 
     def __init__(self, settings: Settings):
         self.statement_timeout = settings.db_statement_timeout_seconds
@@ -135,10 +136,14 @@ class PostgresDriver(Driver):
         )
         self.settings = settings
         # The server-side deadline inside a transaction, in BEGIN's own round trip: startup options
-        # (below) do not pass through PgBouncer, SET LOCAL does (it ends with the transaction).
-        self.begin_sql = (
-            f"BEGIN; SET LOCAL statement_timeout = {self.server_side_ms}; SET LOCAL lock_timeout = {self.server_side_ms}"
-        )
+        # (below) do not pass through PgBouncer, SET LOCAL does (it ends with the transaction). The
+        # lock on `event` orders writes and membership changes (access.py): every write holds ROW
+        # EXCLUSIVE, taken before it reads anything, until it commits; a membership change holds SHARE
+        # ROW EXCLUSIVE, which waits for those and holds new ones back (and another such change).
+        # Neither costs a round trip.
+        begin = f"BEGIN; SET LOCAL statement_timeout = {self.server_side_ms}; SET LOCAL lock_timeout = {self.server_side_ms}; "
+        self.begin_sql = begin + "LOCK TABLE event IN ROW EXCLUSIVE MODE"
+        self.begin_stopping_writes_sql = begin + "LOCK TABLE event IN SHARE ROW EXCLUSIVE MODE"
         self.startup_options: str | None = (
             f"-c statement_timeout={self.server_side_ms} -c lock_timeout={self.server_side_ms}"
         )
@@ -258,7 +263,7 @@ class SqliteDriver(Driver):
     name = "sqlite"
     # BEGIN IMMEDIATE takes the write lock up front, so two writers queue instead of one failing
     # on a stale snapshot.
-    begin_sql = "BEGIN IMMEDIATE"
+    begin_sql = begin_stopping_writes_sql = "BEGIN IMMEDIATE"  # one writer at a time
 
     def __init__(self, settings: Settings):
         super().__init__(settings)

@@ -63,6 +63,15 @@ class NotFound(ApiError):
     status_code, error_code = 404, "NOT_FOUND"
 
 
+class InvitationNotFound(ApiError):
+    status_code, error_code = 404, "INVITATION_NOT_FOUND"
+    detail = "Invitation not found: it is not addressed to your email, or it was revoked, declined or accepted."
+
+
+class MemberNotFound(ApiError):
+    status_code, error_code, detail = 404, "MEMBER_NOT_FOUND", "That user is not a member of this list."
+
+
 class MethodNotAllowed(ApiError):
     status_code, error_code = 405, "METHOD_NOT_ALLOWED"
 
@@ -77,6 +86,11 @@ class CursorExpired(ApiError):
         "This cursor is older than the retained changes (or not one this server handed out to you). "
         "Start over: fetch your lists and tasks, then follow /api/changes without `since`."
     )
+
+
+class InvitationExpired(ApiError):
+    status_code, error_code = 410, "INVITATION_EXPIRED"
+    detail = "This invitation has expired (they last 7 days). Ask the list's owner to invite you again."
 
 
 class PreconditionFailed(ApiError):

@@ -1,5 +1,5 @@
-"""ETags and If-Match: `"<id>.<version>"` for a task, `"<id>.<version>.<task_count>.<completed_count>"`
-for a list (its counts are part of its representation, so they are part of its tag)."""
+"""ETags and If-Match: `"<id>.<version>"` for a task; for a list, its version and everything else in
+its representation that changes without it (its counts, and per member: their role and position)."""
 from typing import Any
 
 
@@ -8,7 +8,8 @@ def task_etag(task: dict[str, Any]) -> str:
 
 
 def list_etag(row: dict[str, Any]) -> str:
-    return f'"{row["id"]}.{row["version"]}.{row["task_count"]}.{row["completed_count"]}"'
+    counts = f'{row["task_count"]}.{row["completed_count"]}.{row["member_count"]}'
+    return f'"{row["id"]}.{row["version"]}.{counts}.{row["role"]}.{row["position"]}"'
 
 
 def matches_if_none_match(header: str | None, etag: str) -> bool:

@@ -1,5 +1,10 @@
 """Every change of a task or list as an event, written in the same transaction as the change: the
-feed of `GET /api/changes`, `GET /api/events` and the outbound webhook (contract §10).
+feed of `GET /api/changes`, `GET /api/events` and the outbound webhook (contract §10, §12).
+
+Each user has a feed. A change of a list's tasks goes into the feed of every member of the list
+(access.members_of, read by the same statement or transaction as the change: fan-out on write), each
+with `actor`, the user who made it; what differs per member (a list's `role` and `position`) is
+recorded member by member.
 
 Why a cursor never skips a change, without making one user's writes wait for each other. A
 number handed out while a transaction runs (an auto-increment id) is not commit order: a writer
@@ -20,9 +25,9 @@ row lock (`record` is called last; `with_event` inserts them after its write has
 rows), so the second's events have higher ids, hence higher seqs. Writes that touch different
 rows have no order a reader could tell apart.
 
-Two ways in: `record` (any number of events, last in the caller's transaction) and, on
-PostgreSQL, `with_event` (a one-row write and its event as one statement, so the hot write routes
-stay one round trip).
+Two ways in: `record` (any number of changes, last in the caller's transaction) and, on
+PostgreSQL, `with_event` (a write and its events as one statement, so the hot write routes stay one
+round trip).
 
 The cursor is `v1.<seq>`; a client treats it as opaque.
 """
@@ -32,12 +37,14 @@ import logging
 import random
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 import sqlalchemy as sa
 
+import access
 import db
 from errors import CursorExpired
 from models import Event, UserEventCounter, UTCDateTime
@@ -52,17 +59,53 @@ TASK_CREATED, TASK_UPDATED, TASK_DELETED = "task.created", "task.updated", "task
 LIST_CREATED, LIST_UPDATED, LIST_DELETED = "list.created", "list.updated", "list.deleted"
 REMINDER_DUE = "reminder.due"
 TYPES = (TASK_CREATED, TASK_UPDATED, TASK_DELETED, LIST_CREATED, LIST_UPDATED, LIST_DELETED, REMINDER_DUE)
-# Rows per INSERT statement when one change records many events (clearing completed tasks).
+# Changes per INSERT statement when one write records many (clearing completed tasks).
 INSERT_BATCH = 100
-EVENT_COLUMNS = ("user_id", "type", "entity_id", "data", "created_at")
 
 
-@functools.lru_cache(maxsize=INSERT_BATCH)
-def _insert_events_statement(count: int) -> sa.Insert:
-    """`count` events with no seq yet (`sequence` numbers them once committed)."""
-    rows = [{name: sa.bindparam(f"{name}_{index}", type_=event_table.c[name].type) for name in EVENT_COLUMNS}
-            for index in range(count)]
-    return sa.insert(event_table).values(rows)
+@dataclass(frozen=True)
+class Change:
+    """One change, and whose feeds it goes to: every member of `list_id` (access.members_of), or the
+    one user `user_id` (what differs per member, such as a list's `role`, is recorded per member)."""
+
+    type: str
+    entity_id: int
+    data: dict | None
+    list_id: int | None = None
+    user_id: str | None = None
+
+
+def to_members(list_id: int, type_: str, entity_id: int, data: dict | None) -> Change:
+    return Change(type_, entity_id, data, list_id=list_id)
+
+
+def to_user(user_id: str, type_: str, entity_id: int, data: dict | None) -> Change:
+    return Change(type_, entity_id, data, user_id=user_id)
+
+
+EVENT_COLUMNS = ("user_id", "actor", "type", "entity_id", "data", "created_at")
+_CHANGE_TYPES = {"type": sa.String(), "entity_id": sa.BigInteger(), "data": sa.JSON(), "created_at": UTCDateTime()}
+
+
+@functools.lru_cache(maxsize=2 * INSERT_BATCH)
+def _insert_events_statement(fan_out: bool, count: int) -> sa.Insert:
+    """`count` changes, each into the feed of its user or of every member of its list, in order, with
+    no seq yet (`sequence` numbers them once committed)."""
+    member = access.member_table.c
+    rows = []
+    for index in range(count):
+        values = [sa.bindparam(f"{name}_{index}", type_=type_).label(name) for name, type_ in _CHANGE_TYPES.items()]
+        order = sa.literal_column(str(index)).label("n")
+        if fan_out:
+            row = sa.select(member.user_id, *values, order).where(member.list_id == sa.bindparam(f"list_id_{index}"))
+        else:
+            row = sa.select(sa.bindparam(f"user_id_{index}", type_=sa.String()).label("user_id"), *values, order)
+        rows.append(row)
+    changes = (sa.union_all(*rows) if count > 1 else rows[0]).subquery("change")
+    ordered = sa.select(
+        changes.c.user_id, sa.bindparam("actor", type_=sa.String()), *(changes.c[name] for name in _CHANGE_TYPES)
+    ).order_by(changes.c.n, changes.c.user_id)
+    return sa.insert(event_table).from_select(list(EVENT_COLUMNS), ordered)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -72,22 +115,28 @@ def with_event(
     data_of: Callable[[Any], sa.ColumnElement] | None,
     also: Callable[[Any], sa.UpdateBase] | None = None,
 ) -> sa.Select:
-    """PostgreSQL: a write of one user's rows (INSERT/UPDATE/DELETE ... RETURNING id, ...; its
-    parameters include `owner`) and one event per written row, in ONE statement, so the write stays
-    one round trip in autocommit, as it was without events (data-modifying CTEs). The events, whose
-    `data` is built by `data_of` from each written row, are inserted in id order; the sort reads
-    every written row first, so they come after all the write's row locks (see the module's
-    docstring). Returns what `statement` returns. A write that matches no row records nothing.
-    `also`, given the written rows, builds one more write of the same statement (a new task's tag
-    rows). Cached: built once per statement."""
+    """PostgreSQL: a write of tasks (INSERT/UPDATE/DELETE ... RETURNING id, list_id, ...; its
+    parameters include `caller`, the actor) and one event per written row for every member of the
+    row's list, in ONE statement, so the write stays one round trip in autocommit, as it was without
+    events (data-modifying CTEs). The events, whose `data` is built by `data_of` from each written
+    row, are inserted in id order; the sort reads every written row first, so they come after all the
+    write's row locks (see the module's docstring). Returns what `statement` returns. A write that
+    matches no row records nothing. `also`, given the written rows, builds one more write of the same
+    statement (a new task's tag rows). Cached: built once per statement."""
     changed = statement.cte("changed")
-    event = sa.select(
-        sa.bindparam("owner", type_=sa.String),
-        sa.literal_column(f"'{event_type}'", sa.String),  # one of TYPES, never client input
-        changed.c.id,
-        data_of(changed.c) if data_of is not None else sa.null(),
-        sa.func.now(),
-    ).order_by(changed.c.id)
+    member = access.member_table.alias("audience")
+    event = (
+        sa.select(
+            member.c.user_id,
+            sa.bindparam("caller", type_=sa.String),
+            sa.literal_column(f"'{event_type}'", sa.String),  # one of TYPES, never client input
+            changed.c.id,
+            data_of(changed.c) if data_of is not None else sa.null(),
+            sa.func.now(),
+        )
+        .select_from(changed.join(member, member.c.list_id == changed.c.list_id))
+        .order_by(changed.c.id, member.c.user_id)
+    )
     recorded = sa.insert(event_table).from_select(list(EVENT_COLUMNS), event).cte("recorded")
     written = sa.select(*changed.c).add_cte(recorded)
     return written.add_cte(also(changed).cte("also")) if also is not None else written
@@ -103,19 +152,25 @@ def api_timestamp(column: Any) -> sa.ColumnElement[str]:
     return sa.func.replace(text, sa.literal_column("'.000000Z'"), sa.literal_column("'Z'"))
 
 
-async def record(connection: db.Connection, user_id: str, changes: Sequence[tuple[str, int, dict | None]]) -> None:
-    """Record events (type, entity id, data) for one user, inside the caller's transaction.
+async def record(connection: db.Connection, actor: str | None, changes: Sequence[Change]) -> None:
+    """Record `changes`, made by `actor` (None: the service), inside the caller's transaction, in order.
 
     Call it last, after the transaction's last write (see the module's docstring). `data` is the
     entity after the change as the REST API returns it (None for a delete)."""
     now = datetime.now(timezone.utc)
-    for start in range(0, len(changes), INSERT_BATCH):
-        batch = changes[start:start + INSERT_BATCH]
-        params: dict[str, Any] = {}
-        for index, (type_, entity_id, data) in enumerate(batch):
-            params.update({f"user_id_{index}": user_id, f"type_{index}": type_, f"entity_id_{index}": entity_id,
-                           f"data_{index}": as_json_value(data), f"created_at_{index}": now})
-        await connection.execute(_insert_events_statement(len(batch)), params)
+    start = 0
+    while start < len(changes):
+        fan_out = changes[start].list_id is not None
+        end = start + 1
+        while end < len(changes) and end - start < INSERT_BATCH and (changes[end].list_id is not None) == fan_out:
+            end += 1
+        params: dict[str, Any] = {"actor": actor}
+        for index, change in enumerate(changes[start:end]):
+            audience = {f"list_id_{index}": change.list_id} if fan_out else {f"user_id_{index}": change.user_id}
+            params.update({f"type_{index}": change.type, f"entity_id_{index}": change.entity_id,
+                           f"data_{index}": as_json_value(change.data), f"created_at_{index}": now, **audience})
+        await connection.execute(_insert_events_statement(fan_out, end - start), params)
+        start = end
 
 
 def as_json_value(data: dict | None) -> Any:
@@ -204,7 +259,10 @@ def seq_of(cursor: str) -> int | None:
 # ----------------------------------------------------------------------------- reading the feed
 
 FEED_PAGE = (
-    sa.select(event_table.c.seq, event_table.c.type, event_table.c.entity_id, event_table.c.data, event_table.c.created_at)
+    sa.select(
+        event_table.c.seq, event_table.c.type, event_table.c.entity_id, event_table.c.data, event_table.c.created_at,
+        event_table.c.actor,
+    )
     .where(event_table.c.user_id == sa.bindparam("owner"), event_table.c.seq > sa.bindparam("since"))
     .order_by(event_table.c.seq)
     .limit(sa.bindparam("limit"))
@@ -223,7 +281,7 @@ POSITION = sa.select(
 def as_change(row: db.Row) -> dict[str, Any]:
     """An event as /api/changes, /api/events and the webhook give it."""
     return {"cursor": cursor_of(row["seq"]), "type": row["type"], "id": row["entity_id"], "data": row["data"],
-            "at": row["created_at"]}
+            "at": row["created_at"], "actor": row["actor"]}
 
 
 async def current_seq(connection: db.Connection, user_id: str) -> int:

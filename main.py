@@ -41,7 +41,7 @@ from middleware import (
 )
 from ratelimit import RateLimitMiddleware, RedisCounter
 from responses import FastJSONResponse
-from routes import changes, health, lists, tasks
+from routes import changes, health, lists, sharing, tasks
 from routes import metrics as metrics_route
 from routes import reminders as reminder_routes
 from routes import settings as settings_routes
@@ -154,8 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.mcp = mcp_server.McpEndpoint(settings, app.state.database, app.state.token_verifier)
 
     forbidden = {403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}}
-    for router, tag in ((tasks.router, "tasks"), (lists.router, "lists"), (settings_routes.router, "settings"),
-                        (reminder_routes.router, "reminders")):
+    for router, tag in ((tasks.router, "tasks"), (lists.router, "lists"), (sharing.router, "sharing"),
+                        (settings_routes.router, "settings"), (reminder_routes.router, "reminders")):
         app.include_router(router, prefix="/api", tags=[tag], responses=COMMON_ERRORS)
         app.include_router(
             router,

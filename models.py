@@ -59,16 +59,21 @@ class UTCDateTime(sa.TypeDecorator):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
+ROLES = ("owner", "editor", "viewer")
+EMAIL_LENGTH = 320
+
+
 class Task(SQLModel, table=True):
+    """A task lives in a list; who may see or change it is decided by the list's members (access.py).
+    Every listing and count reads one list's range of an index keyed by `list_id` (a user's view is
+    the lists they are a member of, each read in its own range)."""
+
     __tablename__ = "task"
     __table_args__ = (
         sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority_known"),
-        # The list's default order, for one user among many.
-        sa.Index("ix_task_user_id_created_at", "user_id", "created_at", "id"),
-        # One list's tasks in the default order and their count (`?list_id=`, `stats&list_id`, both
-        # naming the user too), a list's counts and the foreign key check when a list is deleted.
-        # One index for all of them: each index costs every task write 5-15% (migration 0011).
-        sa.Index("ix_task_list_id_user_id_created_at", "list_id", "user_id", "created_at", "id"),
+        # A list's tasks in the default order, their count, a list's counts, and the foreign key check
+        # when a list is deleted.
+        sa.Index("ix_task_list_id_created_at", "list_id", "created_at", "id"),
         # A list's top level in manual order: its first and last positions (each create), the tree's
         # roots. Partial, because `parent_id IS NULL` in the index above does not give PostgreSQL
         # the order of `position` (it sorted all of the list's tasks to find the last one).
@@ -79,31 +84,38 @@ class Task(SQLModel, table=True):
         # Subtasks of a task in manual order (the tree query, `?parent_id=`, subtree walks).
         sa.Index("ix_task_parent_id_position", "parent_id", "position", "id"),
         # Sorting and filtering by the due moment (§9).
-        sa.Index("ix_task_user_id_due_date", "user_id", "due_date", "id"),
-        # The other sorts, for one user with many tasks: on the exact expressions queries.py sorts by.
-        sa.Index("ix_task_user_id_updated_at", "user_id", "updated_at", "id"),
+        sa.Index("ix_task_list_id_due_date", "list_id", "due_date", "id"),
+        # The other sorts, on the exact expressions queries.py sorts by.
+        sa.Index("ix_task_list_id_updated_at", "list_id", "updated_at", "id"),
         # Not compared by `alembic check`: PostgreSQL reflects the expression in its own spelling.
-        sa.Index("ix_task_user_id_priority_rank", "user_id", sa.text(PRIORITY_RANK_SQL), "id", info={"compared": False}),
+        sa.Index("ix_task_list_id_priority_rank", "list_id", sa.text(PRIORITY_RANK_SQL), "id", info={"compared": False}),
         # PostgreSQL only (migrations/env.py): on SQLite the service replaces lower() (drivers.py).
-        sa.Index("ix_task_user_id_title", "user_id", sa.text("lower(title)"), "id", info={"dialects": ["postgresql"]}),
-        # Counts (completed, overdue, due ranges, priority, top level, list) and stats: PostgreSQL
+        sa.Index("ix_task_list_id_title", "list_id", sa.text("lower(title)"), "id", info={"dialects": ["postgresql"]}),
+        # Counts (completed, overdue, due ranges, priority, top level, assignee) and stats: PostgreSQL
         # reads only this index (the included columns are there for the filters).
         sa.Index(
-            "ix_task_user_id_completed_due_date", "user_id", "completed", "due_date",
-            postgresql_include=["priority", "parent_id", "list_id"],
+            "ix_task_list_id_completed_due_date", "list_id", "completed", "due_date",
+            postgresql_include=["priority", "parent_id", "assignee_id"],
         ),
-        # `q=` (migration 0009, PostgreSQL only): trigrams of the searched text, with the user's key
-        # (btree_gin) so that one user's matches are read, not every user's.
+        # `q=` (PostgreSQL only): trigrams of the searched text, with the list's id (btree_gin), so
+        # that one list's matches are read, not every list's.
         sa.Index(
-            "ix_task_search", sa.text("lower(user_id)"), sa.text(f"({SEARCHED_TEXT_SQL})"),
+            "ix_task_search", "list_id", sa.text(f"({SEARCHED_TEXT_SQL})"),
             postgresql_using="gin", postgresql_ops={f"({SEARCHED_TEXT_SQL})": "gin_trgm_ops"},
             info={"dialects": ["postgresql"], "compared": False},
+        ),
+        # The all-day tasks that follow their creator's zone setting (settings_store.py moves them).
+        sa.Index(
+            "ix_task_user_id_following_zone", "user_id",
+            postgresql_where=sa.text("all_day IS NOT NULL AND time_zone IS NULL"),
+            sqlite_where=sa.text("all_day IS NOT NULL AND time_zone IS NULL"),
         ),
         # Never reuse the id of a deleted task (SQLite would otherwise hand out max(id) + 1 again).
         {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)
+    # Who created it (the token's `sub`); never who may see it: that is the list's members.
     user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
     title: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
     description: str | None = Field(default=None, sa_column=sa.Column(sa.String(1000), nullable=True))
@@ -120,6 +132,8 @@ class Task(SQLModel, table=True):
     # returns every deleted id (SQLite would cascade row by row, and RETURNING would miss those).
     parent_id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer, sa.ForeignKey("task.id"), nullable=True))
     position: str = Field(sa_column=sa.Column(PositionType, nullable=False))
+    # A member of the task's list with the owner or editor role, or null (access.py keeps it so).
+    assignee_id: str | None = Field(default=None, sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=True))
     all_day: str | None = Field(default=None, sa_column=sa.Column(sa.String(10), nullable=True))
     time_zone: str | None = Field(default=None, sa_column=sa.Column(sa.String(ZONE_LENGTH), nullable=True))
     recurrence: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
@@ -137,43 +151,90 @@ class Task(SQLModel, table=True):
 
 
 class TaskList(SQLModel, table=True):
-    """A user's list of tasks. Exactly one per user has `is_default` (the partial unique index)."""
+    """A list of tasks, owned by one user and shared with the members of `list_member`. Exactly one
+    list per user has `is_default` (the partial unique index); it is never shared."""
 
     __tablename__ = "list"
     __table_args__ = (
-        sa.Index("ix_list_user_id_position", "user_id", "position", "id"),
+        sa.Index("ix_list_owner_id", "owner_id"),  # the lists a user owns count toward their limit
         sa.Index(
-            "uq_list_user_id_default", "user_id", unique=True,
+            "uq_list_owner_id_default", "owner_id", unique=True,
             sqlite_where=sa.text("is_default"), postgresql_where=sa.text("is_default"),
         ),
         {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
+    owner_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
     name: str = Field(sa_column=sa.Column(sa.String(LIST_NAME_LENGTH), nullable=False))
     color: str | None = Field(default=None, sa_column=sa.Column(sa.String(7), nullable=True))
     is_default: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False))
-    position: str = Field(sa_column=sa.Column(PositionType, nullable=False))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
     updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
     version: int = Field(default=1, sa_column=sa.Column(sa.Integer, nullable=False))
 
 
+class ListMember(SQLModel, table=True):
+    """Who is in a list, with which role (the owner too: one row per member), where the list is in
+    that member's own order of their lists, and their email and name as their token said at joining."""
+
+    __tablename__ = "list_member"
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('owner', 'editor', 'viewer')", name="role_known"),
+        # A user's lists (every read starts from them: access.py), with the role, from the index alone.
+        sa.Index("ix_list_member_user_id", "user_id", "list_id", "role"),
+    )
+
+    list_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("list.id", ondelete="CASCADE"), primary_key=True)
+    )
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), primary_key=True))
+    role: str = Field(sa_column=sa.Column(sa.String(6), nullable=False))
+    position: str = Field(sa_column=sa.Column(PositionType, nullable=False))
+    email: str | None = Field(default=None, sa_column=sa.Column(sa.String(EMAIL_LENGTH), nullable=True))
+    name: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
+    joined_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class ListInvitation(SQLModel, table=True):
+    """A pending invitation to a list. Accepting, declining or revoking it deletes the row; only the
+    hash of its secret `token` is kept (the invitee proves the address with the emailed link)."""
+
+    __tablename__ = "list_invitation"
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('editor', 'viewer')", name="role_known"),
+        sa.UniqueConstraint("list_id", "email_key"),  # one pending invitation per address and list
+        sa.Index("ix_list_invitation_email_key", "email_key"),  # GET /api/invitations
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    list_id: int = Field(sa_column=sa.Column(sa.Integer, sa.ForeignKey("list.id", ondelete="CASCADE"), nullable=False))
+    email: str = Field(sa_column=sa.Column(sa.String(EMAIL_LENGTH), nullable=False))
+    # The address compared case-insensitively (lower case).
+    email_key: str = Field(sa_column=sa.Column(sa.String(EMAIL_LENGTH), nullable=False))
+    role: str = Field(sa_column=sa.Column(sa.String(6), nullable=False))
+    invited_by: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
+    token_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    expires_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
 class TaskTag(SQLModel, table=True):
-    """One row per tag of a task, keyed case-insensitively, for `?tag=` filters and `/api/tags`."""
+    """One row per tag of a task, keyed case-insensitively, for `?tag=` filters and `/api/tags`; with
+    the task's list, so a user's view reads only their lists' rows (a move updates it with the task)."""
 
     __tablename__ = "task_tag"
     __table_args__ = (
-        sa.Index("ix_task_tag_user_id_tag_key", "user_id", "tag_key", "task_id"),
-        sa.Index("ix_task_tag_user_id_tag_key_tag", "user_id", "tag_key", "tag"),  # /api/tags from the index alone
+        sa.Index("ix_task_tag_list_id_tag_key", "list_id", "tag_key", "task_id"),
+        sa.Index("ix_task_tag_list_id_tag_key_tag", "list_id", "tag_key", "tag"),  # /api/tags from the index alone
     )
 
     task_id: int = Field(
         sa_column=sa.Column(sa.Integer, sa.ForeignKey("task.id", ondelete="CASCADE"), primary_key=True)
     )
     tag_key: str = Field(sa_column=sa.Column(sa.String(TAG_KEY_LENGTH), primary_key=True))
-    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
+    list_id: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
     tag: str = Field(sa_column=sa.Column(sa.String(TAG_LENGTH), nullable=False))
 
 
@@ -231,8 +292,9 @@ UNSEQUENCED = sa.text("seq IS NULL")
 
 
 class Event(SQLModel, table=True):
-    """One change of a task or list (or a due reminder), written in the same transaction as the change
-    (events.py). `seq` numbers one user's events 1, 2, 3... in commit order: the cursor of
+    """One change of a task or list (or a due reminder) in one user's feed, written in the same
+    transaction as the change (events.py; a change of a shared list is one row per member). `seq`
+    numbers one user's events 1, 2, 3... in commit order: the cursor of
     /api/changes. It is NULL until `events.sequence` numbers the event, after its commit. `id` is
     global, for consumers that read every user's events (the webhook outbox)."""
 
@@ -250,6 +312,8 @@ class Event(SQLModel, table=True):
     seq: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     type: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
     entity_id: int = Field(sa_column=sa.Column(sa.BigInteger, nullable=False))
+    # Who made the change (the token's `sub`); null when the service did (a reminder firing).
+    actor: str | None = Field(default=None, sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=True))
     # The entity after the change, exactly as the REST API returns it; null for a delete.
     data: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))

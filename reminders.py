@@ -1,5 +1,9 @@
-"""Reminders (§9): their `fire_at`, the `reminder` table that indexes them, `GET /api/reminders`,
+"""Reminders (§9, §12): their `fire_at`, the `reminder` table that indexes them, `GET /api/reminders`,
 and the loop that fires them.
+
+A reminder is its task's, but it fires for one person: the task's assignee, or, when it has none, its
+creator (`recipient`), and only while that person is a member of the task's list. The `reminder` row
+keeps that recipient (`user_id`), rewritten whenever the task's assignee or list changes.
 
 A task keeps its reminders as the API shows them (a JSON column read with the row, like tags);
 the `reminder` table holds one row per reminder with its `fire_at`, written in the same
@@ -22,8 +26,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import access
 import dates
 import events
+import tree
 from db import Connection, Database, DatabaseUnavailable, Row
 from models import Reminder, Task, UTCDateTime
 
@@ -89,11 +95,16 @@ ROW_FIELDS = ("before_minutes", "at", "fire_at", "state", "fired_at")
 def _insert_rows_statement(count: int) -> sa.Insert:
     t = reminder_table.c
     rows = [
-        {"task_id": sa.bindparam("task_id"), "user_id": sa.bindparam("owner"),
+        {"task_id": sa.bindparam("task_id"), "user_id": sa.bindparam("recipient"),
          **{name: sa.bindparam(f"{name}_{index}", type_=t[name].type) for name in ROW_FIELDS}}
         for index in range(count)
     ]
     return sa.insert(reminder_table).values(rows)
+
+
+def recipient(task: Row) -> str:
+    """Whom a task's reminders fire for."""
+    return task["assignee_id"] or task["user_id"]
 
 
 async def replace_rows(connection: Connection, task: Row) -> None:
@@ -106,13 +117,42 @@ async def replace_rows(connection: Connection, task: Row) -> None:
     await connection.execute(DELETE_ROWS, {"task_id": task["id"]})
     if not task["reminders"]:
         return
-    values: dict[str, Any] = {"task_id": task["id"], "owner": task["user_id"]}
+    values: dict[str, Any] = {"task_id": task["id"], "recipient": recipient(task)}
     for index, reminder in enumerate(task["reminders"]):
         before, at, fire_at = reminder.get("before_minutes"), _moment(reminder.get("at")), _moment(reminder["fire_at"])
         state, fired_at = done.get((before, at, fire_at), (None, None))
         row = {"before_minutes": before, "at": at, "fire_at": fire_at, "state": state, "fired_at": fired_at}
         values.update({f"{name}_{index}": value for name, value in row.items()})
     await connection.execute(_insert_rows_statement(len(task["reminders"])), values)
+
+
+_t_for_recipient = task_table.alias("addressed")
+_RECIPIENT = (
+    sa.select(sa.func.coalesce(_t_for_recipient.c.assignee_id, _t_for_recipient.c.user_id))
+    .where(_t_for_recipient.c.id == reminder_table.c.task_id)
+    .scalar_subquery()
+)
+_readdressed = tree.subtree_of(task_table.c.id == sa.bindparam("task_id"), "readdressed")
+READDRESS_SUBTREE = (
+    sa.update(reminder_table)
+    .where(reminder_table.c.task_id.in_(sa.select(_readdressed.c.id)))
+    .values(user_id=_RECIPIENT)
+)
+READDRESS_LIST = (
+    sa.update(reminder_table)
+    .where(reminder_table.c.task_id.in_(sa.select(task_table.c.id).where(task_table.c.list_id == sa.bindparam("list_id"))))
+    .values(user_id=_RECIPIENT)
+)
+
+
+async def readdress_subtree(connection: Connection, task_id: int) -> None:
+    """The reminders of a task and its subtree fire for their tasks' recipients (after a move)."""
+    await connection.execute(READDRESS_SUBTREE, {"task_id": task_id})
+
+
+async def readdress_list(connection: Connection, list_id: int) -> None:
+    """The reminders of a list's tasks fire for their tasks' recipients (after assignments changed)."""
+    await connection.execute(READDRESS_LIST, {"list_id": list_id})
 
 
 # ----------------------------------------------------------------------------- GET /api/reminders
@@ -125,10 +165,10 @@ UPCOMING = (
     sa.select(*LISTED_COLUMNS)
     .join(task_table, _t.id == _r.task_id)
     .where(
-        _r.user_id == sa.bindparam("owner"),
+        _r.user_id == sa.bindparam("caller"),
         _r.fire_at >= sa.bindparam("since", type_=UTCDateTime()),
         _r.fire_at <= sa.bindparam("until", type_=UTCDateTime()),
-        _t.user_id == sa.bindparam("owner"),
+        access.may(access.SEE, _t.list_id),
         _t.completed.is_(False),
     )
     .order_by(_r.fire_at, _r.task_id, _r.id)
@@ -149,7 +189,7 @@ def listed(row: Row) -> dict[str, Any]:
 
 async def upcoming(db: Database, user_id: str, now: datetime, until: datetime) -> list[dict[str, Any]]:
     async with db.connect() as connection:
-        rows = await connection.fetch_all(UPCOMING, {"owner": user_id, "since": now - LOOKBACK, "until": until})
+        rows = await connection.fetch_all(UPCOMING, {"caller": user_id, "since": now - LOOKBACK, "until": until})
     return [listed(row) for row in rows]
 
 
@@ -168,6 +208,8 @@ CLAIM = (
         _r.fire_at <= sa.bindparam("now", type_=UTCDateTime()),
         _r.fire_at >= sa.bindparam("stale_before", type_=UTCDateTime()),
         _t.completed.is_(False),
+        # Its recipient still sees the task (a creator who left the list does not).
+        sa.exists().where(access.member_table.c.list_id == _t.list_id, access.member_table.c.user_id == _r.user_id),
     )
     .order_by(_r.fire_at, _r.id)
     .limit(CLAIM_BATCH)
@@ -197,8 +239,8 @@ async def fire_due(db: Database, now: datetime) -> int:
         ids = {f"id_{index}": row["id"] for index, row in enumerate(rows)}
         await connection.execute(_mark_fired_statement(len(rows)), {"now": now, **ids})
         for user_id in sorted({row["user_id"] for row in rows}):
-            due = [(events.REMINDER_DUE, row["task_id"], listed(row)) for row in rows if row["user_id"] == user_id]
-            await events.record(connection, user_id, due)
+            due = [events.to_user(user_id, events.REMINDER_DUE, row["task_id"], listed(row)) for row in rows if row["user_id"] == user_id]
+            await events.record(connection, None, due)  # the service did it: no actor
     return len(rows)
 
 

@@ -24,7 +24,8 @@ Priority = Literal["low", "medium", "high"]
 MAX_TAGS = 20
 
 
-def _text(value: str) -> str:
+def text(value: str) -> str:
+    """Text a client sent: no NUL character, valid Unicode."""
     if "\x00" in value:
         raise PydanticCustomError("nul_character", "must not contain the NUL character (\\u0000)")
     try:
@@ -36,7 +37,7 @@ def _text(value: str) -> str:
 
 def _trimmed(max_length: int, what: str):
     def check(value: str) -> str:
-        value = _text(value).strip()
+        value = text(value).strip()
         if not 1 <= len(value) <= max_length:
             raise PydanticCustomError(
                 "text_length", "{what} must be 1 to {max} characters after trimming spaces",
@@ -48,7 +49,7 @@ def _trimmed(max_length: int, what: str):
 
 
 def _description(value: str) -> str:
-    if len(_text(value)) > 1000:
+    if len(text(value)) > 1000:
         raise PydanticCustomError("text_length", "must be at most 1000 characters")
     return value
 
@@ -71,7 +72,7 @@ def parse_utc_datetime(value: Any) -> datetime:
         parsed = value
     elif isinstance(value, str):
         try:
-            parsed = datetime.fromisoformat(_text(value).strip())  # _text: fromisoformat ignores a trailing NUL
+            parsed = datetime.fromisoformat(text(value).strip())  # _text: fromisoformat ignores a trailing NUL
         except ValueError:
             parsed = None
     else:
@@ -99,6 +100,12 @@ Tags = Annotated[list[Tag], AfterValidator(_tags)]
 # An id in a body: a positive integer (true is not 1). One that names nothing of the caller's is a
 # 422 naming the field (checked against the database).
 EntityId = Annotated[StrictInt, Field(ge=1)]
+# A user id (a token's `sub`) in a body: the assignee, a member, a new owner.
+UserId = Annotated[
+    StrictStr,
+    AfterValidator(_trimmed(255, "a user id")),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"}),
+]
 ListName = Annotated[
     StrictStr,
     AfterValidator(_trimmed(100, "name")),
@@ -120,7 +127,7 @@ def parse_due_date(value: Any) -> date | datetime:
     """`YYYY-MM-DD` is an all-day date; anything else must be an ISO 8601 date-time (no offset: UTC)."""
     if isinstance(value, str):
         try:
-            day = dates.parse_all_day(_text(value).strip())
+            day = dates.parse_all_day(text(value).strip())
         except ValueError:
             raise PydanticCustomError("iso_date", "is not a real calendar date (YYYY-MM-DD)") from None
         if day is not None:
@@ -137,7 +144,7 @@ def parse_due_date(value: Any) -> date | datetime:
 
 
 def _zone_name(value: str) -> str:
-    if not dates.is_zone_name(_text(value)):
+    if not dates.is_zone_name(text(value)):
         raise PydanticCustomError(
             "time_zone", "must be an IANA time zone name such as Europe/Berlin, America/New_York or UTC"
         )
@@ -146,7 +153,7 @@ def _zone_name(value: str) -> str:
 
 def _rrule(value: str) -> str:
     try:
-        return recurrence.parse_rule(_text(value)).text
+        return recurrence.parse_rule(text(value)).text
     except recurrence.RuleError as error:
         raise PydanticCustomError("rrule", "{problem}", {"problem": str(error)}) from None
 
@@ -231,6 +238,12 @@ RECURRENCE_DOC = "Makes the task recurring (§9); needs a due_date. `null` stops
 REMINDERS_DOC = "Up to 5 of `{\"before_minutes\": n}` or `{\"at\": \"<date-time>\"}`; duplicates collapse."
 
 
+ASSIGNEE_DOC = (
+    "Who works on it: a member of the task's list with the owner or editor role (else 422). "
+    "Its reminders fire for them (else for the task's creator)."
+)
+
+
 class TaskCreate(StrictBody):
     title: Title = Field(examples=["Buy groceries"], description="1 to 255 characters after trimming.")
     description: Description | None = Field(None, examples=["Milk, bread, eggs"], description="At most 1000 characters.")
@@ -246,13 +259,14 @@ class TaskCreate(StrictBody):
         None, description="The zone an all-day date and a recurrence are read in; `null`: your setting (/api/settings)."
     )
     list_id: EntityId | None = Field(
-        None, examples=[3], description="One of your lists; default: your default list (a subtask: its parent's)."
+        None, examples=[3], description="A list you own or edit; default: your default list (a subtask: its parent's)."
     )
     parent_id: EntityId | None = Field(
-        None, examples=[17], description="One of your tasks: the new task is its subtask, in its list (at most 4 levels)."
+        None, examples=[17], description="A task of a list you own or edit: the new task is its subtask, in its list (at most 4 levels)."
     )
     recurrence: RecurrenceIn | None = Field(None, description=RECURRENCE_DOC)
     reminders: Reminders = Field(default_factory=list, description=REMINDERS_DOC, json_schema_extra=_default_in_words_only)
+    assignee_id: UserId | None = Field(None, examples=["user_2x9"], description=ASSIGNEE_DOC)
 
 
 class TaskUpdate(StrictBody):
@@ -272,6 +286,7 @@ class TaskUpdate(StrictBody):
     time_zone: TimeZoneName | None = None
     recurrence: RecurrenceIn | None = Field(None, description=RECURRENCE_DOC)
     reminders: Reminders = Field(None, description=REMINDERS_DOC)  # type: ignore[assignment]
+    assignee_id: UserId | None = Field(None, description=ASSIGNEE_DOC + " `null` unassigns it.")
     list_id: EntityId = Field(  # type: ignore[assignment]
         None, description="Moves the task (with its subtasks) to the end of this list, at the top level."
     )
@@ -323,7 +338,13 @@ class ListPublic(BaseModel):
     name: str = Field(examples=["Groceries"])
     color: str | None = Field(examples=["#16a34a"])
     is_default: bool
-    position: str = Field(examples=["a1"], description="Lists sorted by position (byte-wise), then id, are in manual order.")
+    position: str = Field(
+        examples=["a1"],
+        description="Your own order of your lists: sorted by position (byte-wise), then id. Each member orders their lists for themselves.",
+    )
+    owner_id: str = Field(examples=["user_2x9"], description="The owner's user id.")
+    role: Literal["owner", "editor", "viewer"] = Field(description="Your role in this list.")
+    member_count: int = Field(description="Members, the owner included (pending invitations not).")
     task_count: int = Field(description="Tasks in the list, subtasks included.")
     completed_count: int = Field(description="Completed tasks in the list, subtasks included.")
     created_at: datetime
@@ -336,7 +357,7 @@ class CompletionUpdate(StrictBody):
 
 class TaskPublic(BaseModel):
     id: int = Field(examples=[17])
-    user_id: str = Field(examples=["user_2x9"])
+    user_id: str = Field(examples=["user_2x9"], description="Who created it.")
     title: str
     description: str | None
     completed: bool
@@ -354,6 +375,7 @@ class TaskPublic(BaseModel):
     position: str = Field(
         examples=["a1"], description="Siblings (same list and parent) sorted by position (byte-wise), then id, are in manual order."
     )
+    assignee_id: str | None = Field(examples=[None], description="The member who works on it (owner or editor of its list), or null.")
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
@@ -457,6 +479,10 @@ class Change(BaseModel):
         "the reminder as `GET /api/reminders` lists it."
     )
     at: datetime = Field(description="When the change was made (UTC).")
+    actor: str | None = Field(
+        description="Who made the change (their user id; a shared list's members see each other's changes); "
+        "null when the service did it (`reminder.due`)."
+    )
 
 
 class ChangePage(BaseModel):

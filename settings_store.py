@@ -1,8 +1,8 @@
 """The user's settings (§9): their time zone, in `user_settings` keyed by the token's `sub`.
 
 No row means the defaults. Changing the zone moves the due moment (and the reminders) of the
-user's all-day tasks that follow the setting (`time_zone` null), in the same transaction, with a
-task.updated event for each task moved (§10).
+all-day tasks the user created that follow the setting (`time_zone` null), in the same transaction,
+with a task.updated event for each task moved, for every member of its list (§10).
 """
 from datetime import date, datetime
 from typing import Any
@@ -13,21 +13,21 @@ from sqlalchemy.dialects import postgresql, sqlite
 import dates
 import events
 import reminders
-import store  # store -> scheduling -> this module: only store's functions are used, at call time
 from db import Connection, Database
 from models import Task, UserSettings, UTCDateTime
+from task_sql import public
 
 settings_table: sa.Table = UserSettings.__table__
 task_table: sa.Table = Task.__table__
 DEFAULTS = {"time_zone": dates.UTC_NAME}
 
-FIND_ZONE = sa.select(settings_table.c.time_zone).where(settings_table.c.user_id == sa.bindparam("owner"))
+FIND_ZONE = sa.select(settings_table.c.time_zone).where(settings_table.c.user_id == sa.bindparam("user_id"))
 # In a write: PostgreSQL waits for a settings change in flight (FOR SHARE), so a task written
 # meanwhile gets the new zone, not the one that change is moving tasks away from. SQLite's single
 # writer gives the same.
 FIND_ZONE_TO_WRITE = FIND_ZONE.with_for_update(read=True)
 _SETTINGS_VALUES = {
-    "user_id": sa.bindparam("owner"),
+    "user_id": sa.bindparam("user_id"),
     "time_zone": sa.bindparam("time_zone"),
     "updated_at": sa.bindparam("now", type_=UTCDateTime()),
 }
@@ -41,8 +41,8 @@ UPSERT = {
 }
 _t = task_table.c
 FOLLOWING_TASKS = (
-    sa.select(_t.id, _t.user_id, _t.all_day, _t.reminders)
-    .where(_t.user_id == sa.bindparam("owner"), _t.all_day.is_not(None), _t.time_zone.is_(None))
+    sa.select(_t.id, _t.user_id, _t.assignee_id, _t.all_day, _t.reminders)
+    .where(_t.user_id == sa.bindparam("user_id"), _t.all_day.is_not(None), _t.time_zone.is_(None))
     .order_by(_t.id)
     .with_for_update()
 )
@@ -58,7 +58,7 @@ MOVE_DUE = (
 
 async def zone_of(connection: Connection, user_id: str, *, to_write: bool = False) -> str:
     statement = FIND_ZONE_TO_WRITE if to_write else FIND_ZONE
-    return await connection.fetch_value(statement, {"owner": user_id}) or DEFAULTS["time_zone"]
+    return await connection.fetch_value(statement, {"user_id": user_id}) or DEFAULTS["time_zone"]
 
 
 async def get_settings(db: Database, user_id: str) -> dict[str, Any]:
@@ -71,10 +71,12 @@ async def set_time_zone(db: Database, user_id: str, zone_name: str) -> dict[str,
         if await zone_of(connection, user_id) == zone_name:
             return {"time_zone": zone_name}  # nothing moves: the tasks keep their ETags
         now = dates.utc_now()
-        await connection.execute(UPSERT[connection.dialect], {"owner": user_id, "time_zone": zone_name, "now": now})
+        await connection.execute(UPSERT[connection.dialect], {"user_id": user_id, "time_zone": zone_name, "now": now})
         moved = [await _move_all_day(connection, task, zone_name, now)
-                 for task in await connection.fetch_all(FOLLOWING_TASKS, {"owner": user_id})]
-        await events.record(connection, user_id, [(events.TASK_UPDATED, task["id"], store.public(task)) for task in moved])
+                 for task in await connection.fetch_all(FOLLOWING_TASKS, {"user_id": user_id})]
+        await events.record(
+            connection, user_id, [events.to_members(task["list_id"], events.TASK_UPDATED, task["id"], public(task)) for task in moved]
+        )
     return {"time_zone": zone_name}
 
 

@@ -6,6 +6,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+import access
+import dates
 import events
 import tree
 from models import Task, TaskTag, UTCDateTime
@@ -15,7 +17,7 @@ tag_table: sa.Table = TaskTag.__table__
 PUBLIC_COLUMNS = (
     "id", "user_id", "title", "description", "completed", "priority", "tags",
     "due_date", "time_zone", "recurrence", "reminders", "next_occurrence_id",
-    "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
+    "list_id", "parent_id", "position", "assignee_id", "completed_at", "created_at", "updated_at",
 )
 # `all_day` is read with every task: when set, it is what the task shows as `due_date` (§9).
 PUBLIC_SELECTED = [task_table.c[name] for name in (*PUBLIC_COLUMNS, "all_day")]
@@ -23,12 +25,20 @@ SERIES_COLUMNS = [task_table.c.series_start, task_table.c.series_index]
 SELECTED_COLUMNS = [*PUBLIC_SELECTED, *SERIES_COLUMNS, task_table.c.version]
 
 
+def public(task: dict[str, Any]) -> dict[str, Any]:
+    """A task row as the API shows it."""
+    shown = {name: task[name] for name in PUBLIC_COLUMNS}
+    shown["due_date"] = dates.due_value(task)
+    return shown
+
+
 # Statements are built once (the values come as parameters): rebuilding and re-keying a statement
 # on every call cost SQLAlchemy more CPU than the query itself (bench: 260 -> 120 us per read).
+# A task the caller sees (a member of its list, any role: access.py).
 FIND_TASK = sa.select(*SELECTED_COLUMNS).where(
-    task_table.c.id == sa.bindparam("task_id"), task_table.c.user_id == sa.bindparam("user_id")
+    task_table.c.id == sa.bindparam("task_id"), access.may(access.SEE, task_table.c.list_id)
 )
-FIND_TASK_FOR_UPDATE = FIND_TASK.with_for_update()  # SQLite: no clause; BEGIN IMMEDIATE already serialises
+FIND_TASK_FOR_UPDATE = FIND_TASK.with_for_update(of=task_table)  # SQLite: no clause; BEGIN IMMEDIATE already serialises
 LINK_NEXT_OCCURRENCE = (
     sa.update(task_table)
     .where(task_table.c.id == sa.bindparam("task_id"), task_table.c.next_occurrence_id.is_(None))
@@ -38,9 +48,18 @@ LINK_NEXT_OCCURRENCE = (
 
 # All but the id, which the database assigns.
 INSERTED_COLUMNS = (*PUBLIC_COLUMNS[1:], "all_day", "series_start", "series_index", "version")
-INSERT_TASK = (
-    sa.insert(task_table).values({name: sa.bindparam(name) for name in INSERTED_COLUMNS}).returning(task_table.c.id)
-)
+
+
+def _guarded_insert() -> sa.Insert:
+    """The new task's row, written only if the caller may put tasks in its list: the check is part of
+    the write (a member removed a moment ago inserts nothing; store.py then says why)."""
+    values = sa.select(*(sa.bindparam(name, type_=task_table.c[name].type) for name in INSERTED_COLUMNS)).where(
+        access.may(access.EDIT_TASKS, sa.bindparam("list_id", type_=sa.Integer))
+    )
+    return sa.insert(task_table).from_select(list(INSERTED_COLUMNS), values)
+
+
+INSERT_TASK = _guarded_insert().returning(task_table.c.id)
 
 
 def task_json(row: Any) -> sa.ColumnElement:
@@ -56,9 +75,7 @@ def task_json(row: Any) -> sa.ColumnElement:
     return sa.func.json_build_object(*pairs, type_=sa.JSON)
 
 
-_INSERT_TASK_RETURNING_ALL = (
-    sa.insert(task_table).values({name: sa.bindparam(name) for name in INSERTED_COLUMNS}).returning(*SELECTED_COLUMNS)
-)
+_INSERT_TASK_RETURNING_ALL = _guarded_insert().returning(*SELECTED_COLUMNS)
 DELETE_TAGS = sa.delete(tag_table).where(tag_table.c.task_id == sa.bindparam("task_id"))
 
 
@@ -70,7 +87,7 @@ def _tag_values(count: int) -> list[tuple[sa.BindParameter, sa.BindParameter]]:
 @functools.lru_cache(maxsize=64)
 def insert_tags_statement(count: int) -> sa.Insert:
     rows = [
-        {"task_id": sa.bindparam("task_id"), "user_id": sa.bindparam("owner"), "tag": tag, "tag_key": key}
+        {"task_id": sa.bindparam("task_id"), "list_id": sa.bindparam("list_id"), "tag": tag, "tag_key": key}
         for tag, key in _tag_values(count)
     ]
     return sa.insert(tag_table).values(rows)
@@ -85,8 +102,8 @@ def insert_task_with_event(tag_count: int) -> sa.Select:
         tags = sa.values(sa.column("tag", sa.String), sa.column("tag_key", sa.String), name="new_tag").data(
             _tag_values(tag_count)
         )
-        rows = sa.select(created.c.id, created.c.user_id, tags.c.tag, tags.c.tag_key).select_from(created.join(tags, sa.true()))
-        return sa.insert(tag_table).from_select(["task_id", "user_id", "tag", "tag_key"], rows)
+        rows = sa.select(created.c.id, created.c.list_id, tags.c.tag, tags.c.tag_key).select_from(created.join(tags, sa.true()))
+        return sa.insert(tag_table).from_select(["task_id", "list_id", "tag", "tag_key"], rows)
 
     return events.with_event(_INSERT_TASK_RETURNING_ALL, events.TASK_CREATED, task_json, tag_rows if tag_count else None)
 
@@ -114,35 +131,42 @@ def version_matches(version_count: int | None, table: sa.FromClause = task_table
 
 @functools.lru_cache(maxsize=256)
 def delete_statement(version_count: int | None) -> sa.Delete:
-    """The task (if If-Match allows) and its whole subtree, in one statement."""
+    """The task (if the caller may delete it and If-Match allows) and its whole subtree, in one statement."""
     t = task_table.c
-    root = sa.and_(t.id == sa.bindparam("task_id"), t.user_id == sa.bindparam("owner"), *version_matches(version_count))
+    root = sa.and_(t.id == sa.bindparam("task_id"), access.may(access.EDIT_TASKS, t.list_id), *version_matches(version_count))
     doomed = tree.locked_in_id_order(tree.subtree_of(root, "doomed"), "locked")
-    # Ownership: the subtree starts at the owner's task. The ids alone let the database find the
-    # rows by primary key instead of walking all of the owner's tasks.
-    return sa.delete(task_table).where(t.id.in_(sa.select(doomed.c.id))).returning(t.id)
+    # The subtree is in its root's list. The ids alone let the database find the rows by primary key.
+    return sa.delete(task_table).where(t.id.in_(sa.select(doomed.c.id))).returning(t.id, t.list_id)
 
 
 def now_never_backwards(now: sa.ColumnElement) -> sa.ColumnElement:
     return sa.case((task_table.c.updated_at < now, now), else_=task_table.c.updated_at)
 
 
-_moved_below = tree.subtree_of(
-    sa.and_(task_table.c.parent_id == sa.bindparam("task_id"), task_table.c.user_id == sa.bindparam("owner")), "moved"
-)
-# A task moved to another list: its subtasks (all levels) follow it there.
+_moved_below = tree.subtree_of(task_table.c.parent_id == sa.bindparam("task_id"), "moved")
+# A task moved to another list: its subtasks (all levels) follow it there, and so do their tag rows
+# (RELIST_TAGS, for the task and its subtree).
 RELIST_SUBTREE = (
     sa.update(task_table)
     .where(task_table.c.id.in_(sa.select(_moved_below.c.id)))
     .values(
         list_id=sa.bindparam("new_list_id"),
+        # An assignee who may not work on the destination list's tasks loses the assignment (§12).
+        assignee_id=sa.case(
+            (access.assignable(sa.bindparam("new_list_id", type_=sa.Integer), task_table.c.assignee_id), task_table.c.assignee_id),
+            else_=sa.null(),
+        ),
         updated_at=now_never_backwards(sa.bindparam("now", type_=UTCDateTime())),
         version=task_table.c.version + 1,
     )
     .returning(*SELECTED_COLUMNS)
 )
-
-
+_relisted = tree.subtree_of(task_table.c.id == sa.bindparam("task_id"), "relisted")
+RELIST_TAGS = (
+    sa.update(tag_table)
+    .where(tag_table.c.task_id.in_(sa.select(_relisted.c.id)))
+    .values(list_id=sa.bindparam("new_list_id"))
+)
 @functools.lru_cache(maxsize=256)
 def update_statement(
     fields: tuple[str, ...], completion: str | None, version_count: int | None, unless_recurring: bool = False
@@ -169,16 +193,16 @@ def update_statement(
         values["completed_at"] = None
     values["updated_at"] = now_never_backwards(now)
     values["version"] = t.version + 1
-    owner = t.user_id == sa.bindparam("owner")  # not `user_id`: a column name
+    may_edit = access.may(access.EDIT_TASKS, t.list_id)
     where = sa.and_(is_task, *version_matches(version_count))
-    if cascades:  # ownership: the subtree starts at the owner's task (and subtasks are their parent's owner's)
+    if cascades:  # the subtree starts at a task the caller may edit (its subtasks are in its list)
         # One walk of the subtree serves both conditions (a CTE named twice is computed once).
-        family = tree.subtree_of(sa.and_(is_task, owner), "family")
+        family = tree.subtree_of(sa.and_(is_task, may_edit), "family")
         conditions = task_or_its_open_subtasks(family, tree.locked_in_id_order(family, "locked"), where, version_count)
         if unless_recurring:
             conditions.append(sa.not_(open_recurring_in(family)))
         return sa.update(task_table).where(*conditions).values(values).returning(*SELECTED_COLUMNS)
-    return sa.update(task_table).where(owner, where).values(values).returning(*SELECTED_COLUMNS)
+    return sa.update(task_table).where(may_edit, where).values(values).returning(*SELECTED_COLUMNS)
 
 
 def task_or_its_open_subtasks(
@@ -192,7 +216,7 @@ def task_or_its_open_subtasks(
     task = task_table.alias("completing")
     completes = (
         sa.exists()
-        .where(task.c.id == sa.bindparam("task_id"), task.c.user_id == sa.bindparam("owner"), task.c.completed.is_(False))
+        .where(task.c.id == sa.bindparam("task_id"), access.may(access.EDIT_TASKS, task.c.list_id), task.c.completed.is_(False))
         .where(*version_matches(version_count, task))
     )
     return [t.id.in_(sa.select(locked.c.id)), sa.or_(task_condition, sa.and_(t.completed.is_(False), completes))]

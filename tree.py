@@ -21,18 +21,19 @@ from fractional_indexing import generate_key_between
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
+import access
 from db import Connection, Row
 from errors import ApiError, Conflict, ValidationFailed
-from models import MAX_ID, POSITION_LENGTH, Task, TaskList
+from models import MAX_ID, POSITION_LENGTH, Task
 
 task_table: sa.Table = Task.__table__
-list_table: sa.Table = TaskList.__table__
+member_table: sa.Table = access.member_table
 MAX_DEPTH = 4
 # Between the parts of a tree path: below every character of a position (0-9A-Za-z), so a position
 # sorts before a longer one it prefixes, exactly as the positions themselves do.
 SEPARATOR = sa.literal_column("' '", sa.String)
 ID_WIDTH = 10  # ids are below 2**31: ten digits, zero-padded so they compare as numbers
-# Namespace of the per-user advisory lock that orders structural changes (any fixed int4).
+# Namespace of the advisory locks that order structural changes (any fixed int4).
 STRUCTURE_LOCK_NAMESPACE = 7_270_737
 
 SiblingKind = Literal["list", "top", "child"]
@@ -113,27 +114,23 @@ def locked_in_id_order(tasks: sa.CTE, name: str) -> sa.CTE:
 
 @functools.lru_cache(maxsize=8)
 def tree_order(in_one_list: bool, first_roots: bool = False) -> sa.CTE:
-    """Every top-level task of the owner (of one list: `list_id`) and its descendants, with `path`:
-    the positions and ids of its list and its ancestors down to itself. Sorting by `path` gives the
-    manual order as a tree: lists in their order, each task followed by its subtasks depth first,
-    siblings by position then id.
+    """Every top-level task of the caller's lists (of one list: `list_id`) and its descendants, with
+    `path`: the positions and ids of its list (in the caller's own order of their lists) and its
+    ancestors down to itself. Sorting by `path` gives the manual order as a tree: lists in their
+    order, each task followed by its subtasks depth first, siblings by position then id.
 
     `first_roots`: only the first `roots` top-level tasks in that order, and their descendants. The
     first n rows of the whole tree are among them (each task comes before its subtasks), so a page
     reads its own part of the tree instead of all of it (a list of 11,000 tasks: 76 -> 5 ms)."""
-    t, lists = task_table, list_table
-    top_path = byte_order(_path_part(lists.c.position, lists.c.id) + SEPARATOR + _path_part(t.c.position, t.c.id))
-    # The owner's tasks; in one list of the owner's, the list says it (a list's tasks are its
-    # owner's), so that PostgreSQL walks the list's top level in order rather than all the owner's
-    # tasks of that list through another index (a generic plan did: 24 ms for a list of 11,000).
-    owned = lists.c.user_id if in_one_list and first_roots else t.c.user_id
+    t, member = task_table, member_table
+    top_path = byte_order(_path_part(member.c.position, member.c.list_id) + SEPARATOR + _path_part(t.c.position, t.c.id))
     anchor = (
         sa.select(t.c.id, top_path.label("path"), sa.literal_column("1", sa.Integer).label("depth"))
-        .select_from(t.join(lists, lists.c.id == t.c.list_id))
-        .where(owned == sa.bindparam("owner"), t.c.parent_id.is_(None))
+        .select_from(t.join(member, member.c.list_id == t.c.list_id))
+        .where(member.c.user_id == sa.bindparam("caller"), t.c.parent_id.is_(None))
     )
     if in_one_list:
-        anchor = anchor.where(t.c.list_id == sa.bindparam("list_id"))
+        anchor = anchor.where(member.c.list_id == sa.bindparam("list_id"))
     if first_roots:
         # In one list, the order of its top-level index (ix_task_top_level_position); the same as by path.
         order = [t.c.position, t.c.id] if in_one_list else [top_path]
@@ -151,12 +148,23 @@ LOCK_STRUCTURE = sa.select(
 )
 
 
-async def lock_structure(connection: Connection, user_id: str) -> None:
-    """Inside a transaction: one structural change (move, reparent) of this user's tasks and lists
-    at a time, so two concurrent moves cannot make a cycle or nest too deep. SQLite's single
-    writer (BEGIN IMMEDIATE) already orders them."""
+async def _lock(connection: Connection, names: list[str]) -> None:
     if connection.dialect == "postgresql":
-        await connection.fetch_value(LOCK_STRUCTURE, {"lock_name": user_id})
+        for name in sorted(set(names)):  # always in one order: two of them never wait on each other
+            await connection.fetch_value(LOCK_STRUCTURE, {"lock_name": name})
+
+
+async def lock_lists(connection: Connection, list_ids: list[int]) -> None:
+    """Inside a transaction: one structural change (a move, a subtask) of these lists' trees at a
+    time, so two concurrent ones cannot make a cycle, nest too deep, or leave a subtask behind its
+    parent. SQLite's single writer (BEGIN IMMEDIATE) already orders them."""
+    await _lock(connection, [f"list:{list_id}" for list_id in list_ids])
+
+
+async def lock_lists_of(connection: Connection, user_id: str) -> None:
+    """Inside a transaction: one change of a user's own order of lists (and of how many they own)
+    at a time."""
+    await _lock(connection, [f"user:{user_id}"])
 
 
 def _is_foreign_key_violation(error: BaseException) -> bool:
@@ -194,20 +202,24 @@ BOTTOM = Spot()
 
 
 def _sibling_table(kind: SiblingKind) -> sa.Table:
-    return list_table if kind == "list" else task_table
+    return member_table if kind == "list" else task_table
+
+
+def _sibling_id(kind: SiblingKind) -> sa.ColumnElement:
+    return member_table.c.list_id if kind == "list" else task_table.c.id
 
 
 def _sibling_conditions(kind: SiblingKind) -> list[sa.ColumnElement[bool]]:
-    """Siblings of the entity `moving` (0 for a new one): the owner's lists, or the tasks of list
-    `scope_list` at the top level or under `scope_parent`.
+    """Siblings of the entity `moving` (0 for a new one): the lists of the caller (in their own order:
+    their membership rows), or the tasks of list `scope_list` at the top level or under `scope_parent`.
 
-    Tasks are found by their list alone: every caller has checked that `scope_list` is the
-    owner's (a list's tasks are its owner's). A `user_id` condition here would let PostgreSQL,
-    with statistics older than the list's growth, intersect two indexes over all the user's tasks
-    instead of reading one entry of the list's own position index."""
-    c = _sibling_table(kind).c
+    Tasks are found by their list alone: every caller has checked that `scope_list` is one the caller
+    may change. Another condition here would let PostgreSQL, with statistics older than the list's
+    growth, intersect two indexes instead of reading one entry of the list's own position index."""
     if kind == "list":
-        return [c.user_id == sa.bindparam("owner"), c.id != sa.bindparam("moving")]
+        c = member_table.c
+        return [c.user_id == sa.bindparam("caller"), c.list_id != sa.bindparam("moving")]
+    c = task_table.c
     parent = c.parent_id.is_(None) if kind == "top" else c.parent_id == sa.bindparam("scope_parent")
     return [c.list_id == sa.bindparam("scope_list"), parent, c.id != sa.bindparam("moving")]
 
@@ -218,7 +230,7 @@ def _neighbour_statement(kind: SiblingKind, what: str) -> sa.Select:
     conditions = _sibling_conditions(kind)
     pos = sa.bindparam("pos", type_=sa.String)
     if what == "reference":
-        return sa.select(c.position).where(*conditions, c.id == sa.bindparam("reference"))
+        return sa.select(c.position).where(*conditions, _sibling_id(kind) == sa.bindparam("reference"))
     # ORDER BY ... LIMIT 1, not min()/max(): the planner then walks the position index from one end
     # whatever its row estimates say (with max() and stale statistics it read every sibling: 2.7 ms
     # per create in a list of 7,000 tasks).
@@ -232,7 +244,7 @@ def _neighbour_statement(kind: SiblingKind, what: str) -> sa.Select:
 
 
 async def position_at(connection: Connection, kind: SiblingKind, scope: dict[str, Any], spot: Spot) -> str:
-    """A new key for `spot` among the siblings `scope` names (owner, moving, scope_list, scope_parent)."""
+    """A new key for `spot` among the siblings `scope` names (caller, moving, scope_list, scope_parent)."""
     if spot.after_id is not None:
         low = await _reference(connection, kind, scope, spot.after_id, "after_id")
         high = await connection.fetch_value(_neighbour_statement(kind, "next"), {**scope, "pos": low})
@@ -267,7 +279,7 @@ async def _reference(connection: Connection, kind: SiblingKind, scope: dict[str,
 
 def sibling_scope(user_id: str, moving: int, list_id: int | None = None, parent_id: int | None = None) -> tuple[SiblingKind, dict[str, Any]]:
     """The kind and bind values of a task's sibling group (a list's, when list_id is None)."""
-    scope: dict[str, Any] = {"owner": user_id, "moving": moving}
+    scope: dict[str, Any] = {"caller": user_id, "moving": moving}
     if list_id is None:
         return "list", scope
     scope["scope_list"] = list_id
@@ -282,7 +294,7 @@ def sibling_scope(user_id: str, moving: int, list_id: int | None = None, parent_
 
 _up = (
     sa.select(task_table.c.id, task_table.c.parent_id, task_table.c.list_id, sa.literal_column("1", sa.Integer).label("depth"))
-    .where(task_table.c.id == sa.bindparam("start"), task_table.c.user_id == sa.bindparam("owner"))
+    .where(task_table.c.id == sa.bindparam("start"), access.may(access.SEE, task_table.c.list_id))
     .cte("ancestry", recursive=True)
 )
 _ancestor = task_table.alias("ancestor")
@@ -291,22 +303,20 @@ _up = _up.union_all(
         _ancestor.c.id == _up.c.parent_id, _up.c.depth <= MAX_DEPTH
     )
 )
-# A task of the owner and its ancestors, itself first: its depth is the number of rows.
+# A task the caller sees and its ancestors (in its list), itself first: its depth is the number of rows.
 ANCESTRY = sa.select(_up.c.id, _up.c.list_id).order_by(_up.c.depth)
 
-_below = subtree_of(sa.and_(task_table.c.id == sa.bindparam("task_id"), task_table.c.user_id == sa.bindparam("owner")))
+_below = subtree_of(task_table.c.id == sa.bindparam("task_id"))
 # Levels in a task's subtree, itself included (1 for a task without subtasks).
 SUBTREE_HEIGHT = sa.select(sa.func.max(_below.c.depth))
 _locked_below = locked_in_id_order(_below, "locked")
 LOCK_SUBTREE = sa.select(sa.func.count()).select_from(_locked_below)
 
 
-async def lock_subtree(connection: Connection, user_id: str, task_id: int) -> None:
+async def lock_subtree(connection: Connection, task_id: int) -> None:
     """Inside a transaction: the task and its subtree locked in id order (see locked_in_id_order),
     before a move writes them."""
-    await connection.fetch_value(LOCK_SUBTREE, {"task_id": task_id, "owner": user_id})
-
-OWNED_LIST = sa.select(list_table.c.id).where(list_table.c.id == sa.bindparam("list_id"), list_table.c.user_id == sa.bindparam("owner"))
+    await connection.fetch_value(LOCK_SUBTREE, {"task_id": task_id})
 
 
 @dataclass(frozen=True)
@@ -315,21 +325,13 @@ class Destination:
     parent_id: int | None
 
 
-async def owns_list(connection: Connection, user_id: str, list_id: int) -> bool:
-    return 1 <= list_id <= MAX_ID and await connection.fetch_value(OWNED_LIST, {"list_id": list_id, "owner": user_id}) is not None
-
-
-async def check_list(connection: Connection, user_id: str, list_id: int) -> None:
-    """A list_id in a body: one of the caller's lists, or a 422 naming it."""
-    if not await owns_list(connection, user_id, list_id):
-        raise ValidationFailed([{"field": "list_id", "message": f"list {list_id} is not one of your lists"}])
-
-
 async def parent_chain(connection: Connection, user_id: str, parent_id: int) -> list[Row]:
-    """The parent and its ancestors (parent first), or a 422 naming parent_id."""
-    chain = await connection.fetch_all(ANCESTRY, {"start": parent_id, "owner": user_id}) if 1 <= parent_id <= MAX_ID else []
+    """The parent and its ancestors (parent first), in a list where the caller may put tasks, or a
+    422 naming parent_id."""
+    chain = await connection.fetch_all(ANCESTRY, {"start": parent_id, "caller": user_id}) if 1 <= parent_id <= MAX_ID else []
     if not chain:
         raise ValidationFailed([{"field": "parent_id", "message": f"task {parent_id} is not one of your tasks"}])
+    await access.require_body_list(connection, user_id, chain[0]["list_id"], field="parent_id")
     return chain
 
 
@@ -386,13 +388,13 @@ async def destination_of_move(connection: Connection, user_id: str, task: Row, m
             raise ValidationFailed([{
                 "field": "parent_id", "message": "a task cannot move under itself or one of its own subtasks",
             }])
-        height = await connection.fetch_value(SUBTREE_HEIGHT, {"task_id": task["id"], "owner": user_id}) or 1
+        height = await connection.fetch_value(SUBTREE_HEIGHT, {"task_id": task["id"]}) or 1
         if len(chain) + height > MAX_DEPTH:
             raise _too_deep(len(chain) + height)
         return Destination(_parent_list(chain, move.list_id), move.parent_id)
     list_id = task["list_id"] if move.list_id is None else move.list_id
     if list_id != task["list_id"]:
-        await check_list(connection, user_id, list_id)
+        await access.require_body_list(connection, user_id, list_id)
     if move.parent_given or list_id != task["list_id"]:
         return Destination(list_id, None)  # `parent_id: null`, or another list without a parent: top level
     return Destination(list_id, task["parent_id"])

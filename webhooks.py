@@ -94,7 +94,7 @@ PENDING_COUNT = sa.select(
     + sa.select(sa.func.count()).select_from(event_table).where(_e.seq.is_(None)).scalar_subquery()
 )
 EVENTS_AFTER = (
-    sa.select(_e.id, _e.seq, _e.type, _e.entity_id, _e.data, _e.created_at)
+    sa.select(_e.id, _e.seq, _e.type, _e.entity_id, _e.data, _e.created_at, _e.actor)
     .where(_e.user_id == sa.bindparam("owner"), _e.seq > sa.bindparam("after", type_=sa.BigInteger))
     .order_by(_e.seq)
     .limit(BATCH)

@@ -132,9 +132,11 @@ def seed_ours(dsn: str, rows: list[dict]) -> None:
     per tag (tag_key = tag.lower()), each in its list at the end of its siblings (bench/seed_lists.py)."""
     lists = list_rows(rows)
     list_lines = ["\t".join([
-        str(r["id"]), r["user_id"], r["name"], "\\N", "t" if r["is_default"] else "f", r["position"],
+        str(r["id"]), r["user_id"], r["name"], "\\N", "t" if r["is_default"] else "f",
         iso(r["created_at"]), iso(r["updated_at"]), "1",
     ]) + "\n" for r in lists]
+    # Each list's owner is its only member (access.py reads every task through list_member).
+    member_lines = [f"{r['id']}\t{r['user_id']}\towner\t{r['position']}\t{iso(r['created_at'])}\n" for r in lists]
     task_lines, tag_lines = [], []
     for r in rows:
         task_lines.append("\t".join([
@@ -144,15 +146,15 @@ def seed_ours(dsn: str, rows: list[dict]) -> None:
             iso(r["created_at"]), iso(r["updated_at"]), "1",
         ]) + "\n")
         for tag in r["tags"]:
-            tag_lines.append(f"{r['id']}\t{tag.lower()}\t{r['user_id']}\t{tag}\n")
+            tag_lines.append(f"{r['id']}\t{tag.lower()}\t{r['list_id']}\t{tag}\n")
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
-        copy_rows(cur, "list", ["id", "user_id", "name", "color", "is_default", "position", "created_at", "updated_at",
-                                "version"], list_lines)
+        copy_rows(cur, "list", ["id", "owner_id", "name", "color", "is_default", "created_at", "updated_at", "version"], list_lines)
+        copy_rows(cur, "list_member", ["list_id", "user_id", "role", "position", "joined_at"], member_lines)
         copy_rows(cur, "task", ["id", "user_id", "title", "description", "completed", "priority", "tags", "due_date",
                                 "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
                                 "version"], task_lines)
-        copy_rows(cur, "task_tag", ["task_id", "tag_key", "user_id", "tag"], tag_lines)
+        copy_rows(cur, "task_tag", ["task_id", "tag_key", "list_id", "tag"], tag_lines)
         cur.execute("SELECT setval(pg_get_serial_sequence('task', 'id'), (SELECT max(id) FROM task))")
         cur.execute("SELECT setval(pg_get_serial_sequence('list', 'id'), (SELECT max(id) FROM list))")
     conn.autocommit = True

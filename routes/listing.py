@@ -11,7 +11,7 @@ from pydantic_core import PydanticCustomError
 
 import dates
 import keyset
-from queries import Page, TaskFilter
+from queries import ASSIGNEE_NONE, Page, TaskFilter
 from schemas import Priority, TimeZoneName, UtcDateTime
 
 SortField = Literal["created_at", "created", "updated_at", "due_date", "priority", "title", "position"]
@@ -106,6 +106,11 @@ class ListQuery(BaseModel):
         examples=["2026-12-01"],
     )
     tz: TimeZoneName | None = Field(None, description="An IANA zone for `due_on` instead of your setting.", examples=["Europe/Berlin"])
+    assignee: str | None = Field(
+        None, min_length=1, max_length=255,
+        description="`me`: tasks assigned to you; `none`: unassigned tasks; a user id: tasks assigned to that member.",
+        examples=["me"],
+    )
     sort: Annotated[SortField, BeforeValidator(_lowercase)] = Field(
         "created_at",
         description="Sort key; `created` is an alias of `created_at`. `position` is the manual order as a tree: "
@@ -150,6 +155,7 @@ class ListQuery(BaseModel):
             top_level_only=self.parent_id == "none",
             due_on=self.due_on,
             zone_name=self.tz,
+            assignee=user_id if self.assignee == "me" else (ASSIGNEE_NONE if self.assignee == "none" else self.assignee),
         )
 
     def ordering(self) -> tuple[str, bool]:

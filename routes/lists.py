@@ -1,6 +1,7 @@
 """The list routes. Mounted twice by main.py, like the task routes: at `/api` and at `/api/{user_id}`."""
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 import idempotency
@@ -23,7 +24,8 @@ IfMatch = Annotated[
 ETAG_HEADER = {
     "ETag": {"description": "The list's version and counts; send it back in If-Match.", "schema": {"type": "string"}}
 }
-LIST_NOT_FOUND = {404: _error("No such list for this user (LIST_NOT_FOUND); another user's list looks the same.")}
+LIST_NOT_FOUND = {404: _error("No such list among yours (LIST_NOT_FOUND): one you are not a member of looks the same.")}
+NOT_OWNER = {403: _error("You are a member, but this needs the owner role (FORBIDDEN); the message says so.")}
 WRITE_ERRORS = {
     **LIST_NOT_FOUND,
     412: _error("If-Match does not match the list's current ETag (PRECONDITION_FAILED); nothing changed."),
@@ -59,18 +61,18 @@ async def create_list(
     location = request.url.path.rstrip("/") + "/{}"
     fields = body.model_dump()
     if idempotency_key is None:
-        row = await lists.create_list(db, user.user_id, fields)
+        row = await lists.create_list(db, user.user_id, fields, user.email, user.name)
         return list_response(row, 201, {"Location": location.format(row["id"])})
     key = idempotency.check_key(idempotency_key)
 
     async def create(connection) -> tuple[int, dict[str, Any]]:
-        row = await lists.insert_list(connection, user.user_id, fields)
+        row = await lists.insert_list(connection, user.user_id, fields, user.email, user.name)
         return row["id"], lists.public(row)
 
     list_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "list", fields, create)
     headers = {
         "Location": location.format(list_id),
-        "ETag": list_etag({"id": list_id, "version": 1, "task_count": 0, "completed_count": 0}),
+        "ETag": list_etag({**orjson.loads(content), "version": 1}),
         "Idempotent-Replayed": "true" if replayed else "false",
     }
     return Response(content, status_code=201, headers=headers, media_type="application/json")
@@ -93,8 +95,9 @@ async def read_list(list_id: ListId, user: CurrentUser, request: Request, if_non
 
 UPDATE_DOC = {
     "response_model": ListPublic,
-    "responses": {200: {"headers": ETAG_HEADER}, **WRITE_ERRORS, **BODY_ERRORS},
-    "description": "Partial update of `name` and `color`: fields given change, absent fields stay; `null` clears color.",
+    "responses": {200: {"headers": ETAG_HEADER}, **WRITE_ERRORS, **NOT_OWNER, **BODY_ERRORS},
+    "description": "Partial update of `name` and `color` (the owner only): fields given change, absent fields stay; "
+    "`null` clears color. Every member sees the change.",
 }
 
 
@@ -120,8 +123,10 @@ async def put_list(list_id: ListId, user: CurrentUser, request: Request, body: L
     status_code=204,
     response_class=Response,
     summary="Delete a list (an empty one, or with ?cascade=true its tasks too)",
+    description="The owner only. A shared list is deleted for every member.",
     responses={
         **WRITE_ERRORS,
+        **NOT_OWNER,
         409: _error("The list has tasks (CONFLICT; the message says how many; add ?cascade=true), or it is the default list."),
     },
 )
@@ -140,7 +145,7 @@ async def delete_list(
 @router.post(
     "/lists/{list_id}/move",
     response_model=ListPublic,
-    summary="Move a list in the manual order",
+    summary="Move a list in your own order of your lists (any member)",
     description="`after_id` / `before_id`: another of your lists; `to`: `top` or `bottom` (the default); at most one.",
     responses={
         200: {"headers": ETAG_HEADER},

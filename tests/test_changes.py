@@ -59,7 +59,8 @@ def test_every_kind_of_task_write_is_an_event_with_the_task_as_the_api_returns_i
     ]
     assert page["cursor"] == page["changes"][-1]["cursor"] and page["has_more"] is False
     for change in page["changes"]:
-        assert set(change) == {"cursor", "type", "id", "data", "at"}
+        assert set(change) == {"cursor", "type", "id", "data", "at", "actor"}
+        assert change["actor"] == alice.user_id
         assert change["at"].endswith("Z")
     assert changes(alice, page["cursor"]) == {"changes": [], "cursor": page["cursor"], "has_more": False}
 
@@ -431,7 +432,7 @@ def test_a_change_that_commits_after_a_later_one_is_neither_waited_for_nor_skipp
         await database.open()
         try:
             async with database.transaction() as slow:
-                await events.record(slow, alice.user_id, [(events.TASK_DELETED, 999_001, None)])
+                await events.record(slow, alice.user_id, [events.to_user(alice.user_id, events.TASK_DELETED, 999_001, None)])
                 created = await asyncio.to_thread(alice.create_task, title="committed first")
                 before = await asyncio.to_thread(changes, alice, cursor)
             return created, before
@@ -456,7 +457,7 @@ def test_a_backlog_larger_than_one_numbering_batch_is_numbered_whole_and_in_orde
         await database.open()
         try:
             async with database.transaction() as connection:
-                await events.record(connection, alice.user_id, [(events.TASK_DELETED, 990_000 + n, None) for n in range(5)])
+                await events.record(connection, alice.user_id, [events.to_user(alice.user_id, events.TASK_DELETED, 990_000 + n, None) for n in range(5)])
             async with database.connect() as connection:
                 rows, more = await events.changes_since(connection, alice.user_id, events.seq_of(cursor), 10)
             return [(row["seq"], row["entity_id"]) for row in rows], more

@@ -145,7 +145,7 @@ def test_prepared_statements_lost_to_a_pooler_are_explained_in_the_log(scratch_d
 
     async def scenario(database: Database):
         async with database.connect() as connection:
-            find = (store.FIND_TASK, {"task_id": 1, "user_id": "db_prepared_user"})
+            find = (store.FIND_TASK, {"task_id": 1, "caller": "db_prepared_user"})
             await connection.fetch_one(*find)  # prepared on first use
             connection.raw.pgconn.exec_(b"DEALLOCATE ALL")  # behind psycopg's back, as a pooler would
             with pytest.raises(psycopg.errors.InvalidSqlStatementName):
@@ -169,7 +169,7 @@ def _block_writes_of(database_url: str, user_id: str):
     else:
         plain_url = sa.engine.make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
         blocker = psycopg.connect(plain_url, autocommit=False)
-        blocker.execute("SELECT id FROM list WHERE user_id = %s FOR UPDATE", (user_id,))
+        blocker.execute("SELECT id FROM list WHERE owner_id = %s FOR UPDATE", (user_id,))
 
     def release() -> None:
         blocker.rollback()

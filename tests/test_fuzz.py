@@ -39,7 +39,12 @@ CHECKS = [
     response_schema_conformance,
 ]
 FUZZ_USER = f"fuzz_{uuid.uuid4().hex[:8]}"
-AUTH = {"Authorization": f"Bearer {mint_token(FUZZ_USER)}"}
+FUZZ_EMAIL = f"{FUZZ_USER}@example.test"
+AUTH = {"Authorization": f"Bearer {mint_token(FUZZ_USER, email=FUZZ_EMAIL)}"}
+# Another user: a member of the fuzz user's lists, and the owner of lists the fuzz user is invited to.
+OTHER_USER = f"{FUZZ_USER}_other"
+OTHER_EMAIL = f"{OTHER_USER}@example.test"
+OTHER = {"Authorization": f"Bearer {mint_token(OTHER_USER, email=OTHER_EMAIL)}"}
 
 
 def auth_for(path: str) -> dict[str, str]:
@@ -87,6 +92,31 @@ def api_schema(fuzz_app):
     return schemathesis.openapi.from_asgi("/openapi.json", fuzz_app)
 
 
+def live_ids(client: TestClient, wanted: set[str]) -> dict[str, object]:
+    """Path ids that name something: a task of the fuzz user; a list they own and share with OTHER,
+    with a pending invitation (to revoke); or, alone, an invitation addressed to the fuzz user."""
+    def made(response) -> dict:
+        assert response.status_code in (200, 201), response.text
+        return response.json()
+
+    ids: dict[str, object] = {}
+    if "task_id" in wanted:
+        ids["task_id"] = made(client.post("/api/tasks", json={"title": "fuzz target", "tags": ["fuzz"]}, headers=AUTH))["id"]
+    if "list_id" in wanted:
+        ids["list_id"] = list_id = made(client.post("/api/lists", json={"name": "fuzz list"}, headers=AUTH))["id"]
+        invited = made(client.post(f"/api/lists/{list_id}/invitations", json={"email": OTHER_EMAIL, "role": "editor"}, headers=AUTH))
+        made(client.post(f"/api/invitations/{invited['id']}/accept", headers=OTHER))
+        pending = {"email": f"pending-{uuid.uuid4().hex[:6]}@example.test", "role": "viewer"}
+        ids["invitation_id"] = made(client.post(f"/api/lists/{list_id}/invitations", json=pending, headers=AUTH))["id"]
+        ids["member_id"] = OTHER_USER
+    elif "invitation_id" in wanted:
+        theirs = made(client.post("/api/lists", json={"name": "their list"}, headers=OTHER))["id"]
+        ids["invitation_id"] = made(
+            client.post(f"/api/lists/{theirs}/invitations", json={"email": FUZZ_EMAIL, "role": "viewer"}, headers=OTHER)
+        )["id"]
+    return {name: value for name, value in ids.items() if name in wanted}
+
+
 def test_every_operation_is_fuzzed():
     assert len(LABELS) >= 26, LABELS
 
@@ -100,22 +130,20 @@ def test_operation_answers_as_documented(api_schema, fuzz_client, backend, label
     path_ids = st.fixed_dictionaries({})
     if "{user_id}" in operation.path:
         path_ids = st.fixed_dictionaries({"user_id": st.sampled_from([FUZZ_USER] * 4 + [None])})
-    wants_task = "{task_id}" in operation.path
+    wanted = {name for name in ("task_id", "list_id", "invitation_id", "member_id") if "{" + name + "}" in operation.path}
 
-    # Mostly a live task: the draws shift with every constant in the code base (Hypothesis samples
+    # Mostly live ids: the draws shift with every constant in the code base (Hypothesis samples
     # them), and a fair coin over 4 examples could leave a route without a single 2xx.
-    real_task = st.sampled_from([True, True, True, False]) if wants_task else st.just(False)
+    real_ids = st.sampled_from([True, True, True, False]) if wanted else st.just(False)
 
-    @given(case=operation.as_strategy(MODES[mode]), ids=path_ids, real_task=real_task)
+    @given(case=operation.as_strategy(MODES[mode]), ids=path_ids, real_ids=real_ids)
     @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
-    def run(case, ids, real_task):
+    def run(case, ids, real_ids):
         for name, value in ids.items():
             if value is not None:
                 case.path_parameters[name] = value
-        if real_task:
-            created = fuzz_client.post("/api/tasks", json={"title": "fuzz target", "tags": ["fuzz"]}, headers=AUTH)
-            assert created.status_code == 201, created.text
-            case.path_parameters["task_id"] = created.json()["id"]
+        if real_ids:
+            case.path_parameters.update(live_ids(fuzz_client, wanted))
         auth = auth_for(operation.path)
         response = case.call(headers=auth)
         SEEN[backend][(label, response.status_code)] += 1

@@ -9,7 +9,10 @@ import lists as list_store
 import store
 from conftest import ApiUser
 
-LIST_FIELDS = {"id", "name", "color", "is_default", "position", "task_count", "completed_count", "created_at", "updated_at"}
+LIST_FIELDS = {
+    "id", "name", "color", "is_default", "position", "owner_id", "role", "member_count", "task_count", "completed_count",
+    "created_at", "updated_at",
+}
 
 
 def make_list(user: ApiUser, **fields) -> dict:
@@ -286,13 +289,18 @@ def test_at_most_1000_lists_per_user_default_included(alice, sql_engine):
     alice.get("/api/lists")  # the default list
     now = store.utc_now()
     with sql_engine.begin() as connection:
-        connection.execute(
-            list_store.list_table.insert(),
+        ids = connection.execute(
+            list_store.list_table.insert().returning(list_store.list_table.c.id),
             [
-                {"user_id": alice.user_id, "name": f"l{i}", "color": None, "is_default": False, "position": f"b{i:02d}"[:3],
+                {"owner_id": alice.user_id, "name": f"l{i}", "color": None, "is_default": False,
                  "created_at": now, "updated_at": now, "version": 1}
                 for i in range(998)
             ],
+        ).scalars().all()
+        connection.execute(
+            list_store.member_table.insert(),
+            [{"list_id": list_id, "user_id": alice.user_id, "role": "owner", "position": f"b{i:03d}", "joined_at": now}
+             for i, list_id in enumerate(ids)],
         )
     assert len(list_ids(alice)) == 999
     last = alice.post("/api/lists", json={"name": "the thousandth"})
@@ -366,5 +374,5 @@ def test_the_default_list_is_created_once_by_concurrent_first_uses(database_url,
     ids, again = asyncio.run(scenario())
     assert ids[0] == ids[1] == again
     with sql_engine.connect() as connection:
-        count = connection.execute(sa.text("SELECT count(*) FROM list WHERE user_id = :u"), {"u": user_id}).scalar()
+        count = connection.execute(sa.text("SELECT count(*) FROM list WHERE owner_id = :u"), {"u": user_id}).scalar()
     assert count == 1

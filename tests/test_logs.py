@@ -121,12 +121,12 @@ def test_a_database_crash_logs_its_traceback_without_task_contents(database_url,
     from fastapi.testclient import TestClient
 
     marker = f"CONTENT-{uuid.uuid4().hex}"
-    real_insert_row = store._insert_row
+    real_insert_row = store.insert_row
 
-    async def broken_insert_row(connection, user_id, columns, *args):  # a row its CHECK refuses: an IntegrityError
-        return await real_insert_row(connection, user_id, {**columns, "priority": "urgent"}, *args)
+    async def broken_insert_row(connection, caller, creator, columns, *args):  # a row its CHECK refuses: an IntegrityError
+        return await real_insert_row(connection, caller, creator, {**columns, "priority": "urgent"}, *args)
 
-    monkeypatch.setattr(store, "_insert_row", broken_insert_row)
+    monkeypatch.setattr(store, "insert_row", broken_insert_row)
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())

@@ -23,7 +23,7 @@ def test_search_index_upgrade_downgrade_upgrade(scratch_database, backend_name):
     assert ("ix_task_search" in index_names(url, "task")) == on_postgres
     assert "ix_task_user_id_list_id_created_at" in index_names(url, "task")
     if on_postgres:
-        assert "st_task_user_key" in statistics_names(url)
+        assert "st_task_user_key" in statistics_names(url)  # 0013 drops it: the index leads with list_id since
     command.downgrade(config, "0008")
     assert not {"ix_task_search", "ix_task_user_id_list_id_created_at"} & index_names(url, "task")
     if on_postgres:
@@ -38,7 +38,6 @@ def test_search_uses_the_indexed_expression():
     shape = queries.TaskFilter("someone", text="x", many_tasks=True).shape()
     sql = str(queries._count_statement(shape).compile(dialect=postgresql.dialect()))
     assert f"({models.SEARCHED_TEXT_SQL}) LIKE" in sql
-    assert "lower(task.user_id) = lower(" in sql
 
 
 def test_index_expression_is_the_models():

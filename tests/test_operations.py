@@ -200,7 +200,7 @@ def test_openapi_task_schema_has_every_field(openapi):
     task = openapi["components"]["schemas"]["TaskPublic"]
     assert set(task["properties"]) == {
         "id", "user_id", "title", "description", "completed", "priority", "tags",
-        "due_date", "list_id", "parent_id", "position", "time_zone", "recurrence", "reminders", "next_occurrence_id", "completed_at", "created_at", "updated_at",
+        "due_date", "list_id", "parent_id", "position", "time_zone", "recurrence", "reminders", "next_occurrence_id", "assignee_id", "completed_at", "created_at", "updated_at",
     }
     create = openapi["components"]["schemas"]["TaskCreate"]
     assert create["required"] == ["title"]

@@ -133,7 +133,8 @@ def test_list_tasks_in_tree_order_follows_my_own_order_of_lists(person):
     assert task_ids(member, sort="position") == [mine["id"], parent["id"], child["id"]]
     assert member.post(f"/api/lists/{shared}/move", json={"to": "top"}).status_code == 200
     assert task_ids(member, sort="position") == [parent["id"], child["id"], mine["id"]]
-    assert task_ids(member, sort="position", limit=1, offset=1) == [child["id"]]
+    page = member.get("/api/tasks", params={"sort": "position", "limit": 1, "offset": 1})
+    assert [task["id"] for task in page.json()] == [child["id"]]
     assert task_ids(owner, sort="position") == before == [parent["id"], child["id"]]
 
 

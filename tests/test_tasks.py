@@ -6,7 +6,7 @@ import pytest
 
 TASK_FIELDS = {
     "id", "user_id", "title", "description", "completed", "priority", "tags",
-    "due_date", "list_id", "parent_id", "position", "time_zone", "recurrence", "reminders", "next_occurrence_id", "completed_at", "created_at", "updated_at",
+    "due_date", "list_id", "parent_id", "position", "time_zone", "recurrence", "reminders", "next_occurrence_id", "assignee_id", "completed_at", "created_at", "updated_at",
 }
 UTC_Z = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 

@@ -118,6 +118,32 @@ export const inList: NewTask = { title: "Milk", list_id: 3 };
 export const tree: ListQuery = { list_id: 3, sort: "position", parent_id: "none" };
 export const notFound = (error: ListNotFound) => error.error_code;
 
+// Sharing a list: the invite flow, members, roles, assignees.
+type Invitation = paths["/api/lists/{list_id}/invitations"]["post"]["responses"][201]["content"]["application/json"];
+type NewInvitation = paths["/api/lists/{list_id}/invitations"]["post"]["requestBody"]["content"]["application/json"];
+type Pending = paths["/api/invitations"]["get"]["responses"][200]["content"]["application/json"];
+type Accepted = paths["/api/invitations/{invitation_id}/accept"]["post"]["responses"][200]["content"]["application/json"];
+type Members = paths["/api/lists/{list_id}/members"]["get"]["responses"][200]["content"]["application/json"];
+type RoleChange = paths["/api/lists/{list_id}/members/{member_id}"]["patch"]["requestBody"]["content"]["application/json"];
+type Change = components["schemas"]["Change"];
+
+export const invite = (token: string, listId: TaskListRow["id"], body: NewInvitation) =>
+  call<Invitation>(token, `/api/lists/${listId}/invitations`, { method: "POST", body: JSON.stringify(body) });
+export const inviteLink = (invitation: Invitation) => `/invite/${invitation.id}?token=${invitation.token}`;
+export const acceptInvitation = (token: string, id: Pending[number]["id"], secret?: string) =>
+  call<Accepted>(token, `/api/invitations/${id}/accept`, { method: "POST", body: JSON.stringify({ token: secret }) });
+export function canEdit(list: TaskListRow): boolean {
+  const role: "owner" | "editor" | "viewer" = list.role;
+  return role !== "viewer" && list.member_count >= 1 && list.owner_id.length > 0;
+}
+export const owners = (members: Members) => members.filter((member) => member.role === "owner").map((m) => m.email ?? m.user_id);
+export const asEditor: RoleChange = { role: "editor" };
+export const viewerInvite: NewInvitation = { email: "sam@example.com", role: "viewer" };
+export const assigned: NewTask = { title: "Paint the fence", list_id: 3, assignee_id: "user_5k2" };
+export const unassign: TaskChanges = { assignee_id: null };
+export const mine: ListQuery = { assignee: "me" };
+export const whoDidIt = (change: Change) => change.actor ?? "the service";
+
 // And the types refuse what the API refuses.
 // @ts-expect-error `to` is top or bottom
 export const badTo: TaskMove = { to: "middle" };

@@ -246,7 +246,7 @@ def test_pending_count_counts_events_not_yet_acknowledged(backend, scratch_datab
             assert await webhooks.pending_count(database) == 0
             for user_id, count in (("pending_a", 3), ("pending_b", 2)):
                 async with database.transaction() as connection:
-                    await events.record(connection, user_id, [(events.TASK_DELETED, n + 1, None) for n in range(count)])
+                    await events.record(connection, user_id, [events.to_user(user_id, events.TASK_DELETED, n + 1, None) for n in range(count)])
             assert await webhooks.pending_count(database) == 5  # not numbered yet (events.sequence)
             await events.sequence_everyone(database)  # as the deliverer does before it sends
             assert await webhooks.pending_count(database) == 5
@@ -274,7 +274,7 @@ def test_events_purged_before_delivery_are_skipped(backend, scratch_database):
         transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(204))
         try:
             async with database.transaction() as connection:
-                await events.record(connection, "purged_user", [(events.TASK_DELETED, n, None) for n in (1, 2)])
+                await events.record(connection, "purged_user", [events.to_user("purged_user", events.TASK_DELETED, n, None) for n in (1, 2)])
             await events.sequence_everyone(database)  # the purge numbers what is pending before it deletes
             async with database.connect() as connection:
                 await connection.execute_sql("DELETE FROM event WHERE user_id = 'purged_user'")  # the retention purge

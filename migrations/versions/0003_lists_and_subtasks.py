@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 from fractional_indexing import generate_key_between
 
+from migrations.sqlite_ids import batch_alter_keeping_ids
 from models import PositionType, UTCDateTime
 
 revision: str = "0003"
@@ -61,11 +62,8 @@ def upgrade() -> None:
     op.add_column("task", sa.Column("parent_id", sa.Integer(), nullable=True))
     op.add_column("task", sa.Column("position", PositionType, nullable=True))
     _backfill()
-    # SQLite rebuilds the table (batch mode): keep AUTOINCREMENT, which reflection does not see.
-    with op.batch_alter_table(
-        "task",
-        table_kwargs={"sqlite_autoincrement": True},
-    ) as batch:
+    # SQLite rebuilds the table (batch mode): keep AUTOINCREMENT and its counter (sqlite_ids.py).
+    with batch_alter_keeping_ids("task") as batch:
         batch.alter_column("list_id", existing_type=sa.Integer(), nullable=False)
         batch.alter_column("position", existing_type=PositionType, nullable=False)
         batch.create_foreign_key(op.f("fk_task_list_id_list"), "list", ["list_id"], ["id"])
@@ -119,10 +117,7 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table(
-        "task",
-        table_kwargs={"sqlite_autoincrement": True},
-    ) as batch:
+    with batch_alter_keeping_ids("task") as batch:
         batch.drop_index("ix_task_parent_id_position")
         batch.drop_index("ix_task_list_id_parent_id_position")
         batch.drop_constraint(op.f("fk_task_parent_id_task"), type_="foreignkey")

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.sqlite_ids import batch_alter_keeping_ids
+
 revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
@@ -22,8 +24,9 @@ UNSEQUENCED = sa.text("seq IS NULL")
 
 
 def upgrade() -> None:
-    # SQLite rebuilds the table for the column change: keep AUTOINCREMENT (ids never reused).
-    with op.batch_alter_table("event", table_kwargs={"sqlite_autoincrement": True}) as batch:
+    # SQLite rebuilds the table for the column change: keep AUTOINCREMENT and its counter (ids never
+    # reused: they are the webhooks' message ids; sqlite_ids.py).
+    with batch_alter_keeping_ids("event") as batch:
         batch.alter_column("seq", existing_type=sa.BigInteger(), nullable=True)
     op.create_index(
         "ix_event_unsequenced", "event", ["user_id", "id"], postgresql_where=UNSEQUENCED, sqlite_where=UNSEQUENCED
@@ -51,5 +54,5 @@ def downgrade() -> None:
             {"seq": seq, "user_id": user_id},
         )
     op.drop_index("ix_event_unsequenced", table_name="event")
-    with op.batch_alter_table("event", table_kwargs={"sqlite_autoincrement": True}) as batch:
+    with batch_alter_keeping_ids("event") as batch:
         batch.alter_column("seq", existing_type=sa.BigInteger(), nullable=False)

@@ -67,7 +67,7 @@ async def create_list(
         row = await lists.insert_list(connection, user.user_id, fields)
         return row["id"], lists.public(row)
 
-    list_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "list", fields, create)
+    list_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "list", body, create)
     headers = {
         "Location": location.format(list_id),
         "ETag": list_etag({"id": list_id, "version": 1, "task_count": 0, "completed_count": 0}),

@@ -54,7 +54,7 @@ def _legacy(kind: str, body: BaseModel) -> set[str]:
     field the client sent would have refused the request (422): it stored nothing for it."""
     dump = body.model_dump()
     return {
-        _legacy_hash(kind, {name: _moment(dump[name]) if moment_only and name == "due_date" else dump[name] for name in fields})
+        _legacy_hash(kind, {name: _moment(dump[name]) if moment_only else dump[name] for name in fields})
         for fields, moment_only in LEGACY_SHAPES[kind]
         if body.model_fields_set <= set(fields)
     }
@@ -67,6 +67,7 @@ def _legacy_hash(kind: str, fields: dict[str, Any]) -> str:
 
 
 def _moment(value: Any) -> Any:
+    """An all-day date as those versions parsed it: midnight UTC. Other values as they are."""
     if isinstance(value, date) and not isinstance(value, datetime):
         return datetime.combine(value, time(), timezone.utc)
     return value

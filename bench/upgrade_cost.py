@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -123,7 +124,7 @@ class OldReader(threading.Thread):
         self.engine.dispose()
 
 
-def scratch_database(admin_url: str) -> tuple[str, callable]:
+def scratch_database(admin_url: str) -> tuple[str, Callable[[], None]]:
     url = make_url(Settings.normalise_database_url(admin_url))
     if url.get_backend_name() == "sqlite":
         directory = tempfile.TemporaryDirectory()

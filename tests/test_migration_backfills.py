@@ -236,3 +236,24 @@ def test_0010_downgrade_numbers_pending_events_as_before(scratch_database, backe
     assert all(seq is not None for _, _, seq in events)
     assert counters == [("bf_a", 108), ("bf_b", 102), ("bf_c", 4), ("bf_d", 100)]
     assert sum(sent) < 60, f"{sum(sent)} statements for 305 pending events"
+
+
+def test_0003_keys_are_the_librarys_across_every_key_length(sql_engine):
+    """The SQL that numbers positions gives generate_key_between's keys, also where they grow a
+    digit (a user's 63rd, 3,907th, 242,235th... task), on the test database's own arithmetic."""
+    nth_key = ScriptDirectory.from_config(alembic_config("sqlite://")).get_revision("0003").module._nth_key
+
+    def key(n: int) -> str:
+        with sql_engine.connect() as connection:
+            return connection.execute(sa.text(f"SELECT {nth_key(str(n))}")).scalar()
+
+    first = 0
+    for length, head in enumerate("abcdef", start=1):
+        assert key(first) == head + "0" * length
+        if first:
+            assert generate_key_between(key(first - 1), None) == key(first)
+        following = key(first)
+        for _ in range(70):
+            following = generate_key_between(following, None)
+        assert key(first + 70) == following
+        first += 62**length

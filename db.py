@@ -23,11 +23,12 @@ from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.dialects.sqlite import pysqlite
 
 from config import Settings
-from drivers import DatabaseUnavailable, Driver, PostgresDriver, SqliteDriver, WriteConflict
+from drivers import DatabaseUnavailable, Driver, PostgresDriver, SchemaMismatch, SqliteDriver, WriteConflict
 from pools import PostgresPool, SqlitePool
 
 __all__ = [
-    "Connection", "Database", "database_of", "DatabaseUnavailable", "DuplicateKey", "upgrade_schema", "WriteConflict",
+    "Connection", "Database", "database_of", "DatabaseUnavailable", "DuplicateKey", "SchemaMismatch", "upgrade_schema",
+    "WriteConflict",
 ]
 
 log = logging.getLogger("task_api.db")
@@ -332,6 +333,8 @@ class Connection:
             raise DatabaseUnavailable("the database did not answer") from error
         if driver.is_duplicate_key(error):
             raise DuplicateKey() from error
+        if driver.is_schema_mismatch(error):
+            raise SchemaMismatch(str(error).splitlines()[0]) from error  # the missing name, not the SQL
         if (hint := driver.hint_for(error)) is not None:
             log.error(hint, extra={"error_type": type(error).__name__})
         raise error
@@ -424,14 +427,6 @@ class Database:
     async def transaction(self, writer: str | None = None, *, stopping_writes: bool = False) -> AsyncIterator[Connection]:
         async with self.connect(writer) as connection, connection.atomic(stopping_writes):
             yield connection
-
-    async def is_reachable(self) -> bool:
-        try:
-            async with self.connect() as connection:
-                await connection.execute_sql("SELECT 1")
-            return True
-        except DatabaseUnavailable:
-            return False
 
     async def open(self) -> None:
         """This event loop's pool, opened now (the app's lifespan): PostgreSQL starts connecting in

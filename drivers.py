@@ -45,6 +45,7 @@ class DatabaseUnavailable(Exception):
 
     # What the client is told (errors.database_unavailable): the default says "unreachable".
     public_detail: str | None = None
+    log_message = "database unavailable"
 
 
 class WriteConflict(DatabaseUnavailable):
@@ -56,6 +57,20 @@ class WriteConflict(DatabaseUnavailable):
         "This write collided with a concurrent write of the same tasks, and the database undid it: nothing "
         "changed. Retry it."
     )
+    log_message = "write undone by the database"
+
+
+class SchemaMismatch(DatabaseUnavailable):
+    """A statement named a table or column the database does not have: its schema is not the one
+    this code was written for (a migration has not run, or an older version of the service runs on
+    an upgraded database; schema_version.py tells which). 503, not 500: the request is fine, and
+    the service works once the schema and the code are in step."""
+
+    public_detail = (
+        "The database schema does not match this version of the service. An operator must run `alembic "
+        "upgrade head` (GET /health/ready names the revision found and the one expected)."
+    )
+    log_message = "database schema out of step with the code"
 
 
 class Driver:
@@ -106,6 +121,10 @@ class Driver:
 
     def is_duplicate_key(self, error: BaseException) -> bool:
         raise NotImplementedError
+
+    def is_schema_mismatch(self, error: BaseException) -> bool:
+        """The statement names a table or column the database lacks."""
+        return False
 
     def hint_for(self, error: BaseException) -> str | None:
         """What an operator should do about this error, when we know."""
@@ -248,6 +267,9 @@ class PostgresDriver(Driver):
     def is_duplicate_key(self, error: BaseException) -> bool:
         return isinstance(error, psycopg.errors.UniqueViolation)
 
+    def is_schema_mismatch(self, error: BaseException) -> bool:
+        return isinstance(error, (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn))
+
     def hint_for(self, error: BaseException) -> str | None:
         lost_statement = (psycopg.errors.InvalidSqlStatementName, psycopg.errors.DuplicatePreparedStatement)
         if isinstance(error, lost_statement) and self.settings.db_prepared_statements:
@@ -309,6 +331,12 @@ class SqliteDriver(Driver):
 
     def is_duplicate_key(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.IntegrityError) and str(error).startswith("UNIQUE")
+
+    def is_schema_mismatch(self, error: BaseException) -> bool:
+        message = str(error)
+        return isinstance(error, sqlite3.OperationalError) and (
+            message.startswith(("no such table", "no such column")) or " has no column named " in message
+        )
 
 
 def _unicode_lower(value: object) -> object:

@@ -129,6 +129,12 @@ class ServiceUnavailable(ApiError):
     detail = "The database is unreachable right now. Retry after the number of seconds in Retry-After."
 
 
+class SchemaOutOfStep(ApiError):
+    """The database schema is not this version's (schema_version.py); the detail says what to run."""
+
+    status_code, error_code = 503, "SCHEMA_MISMATCH"
+
+
 class InternalError(ApiError):
     pass
 
@@ -141,10 +147,8 @@ def database_unavailable(exc: BaseException) -> ServiceUnavailable:
     and the MCP tools both answer it, logged (without SQL)."""
     cause = exc.__cause__ or exc
     public_detail = getattr(exc, "public_detail", None)
-    logging.getLogger("task_api").warning(
-        "database unavailable" if public_detail is None else "write undone by the database",
-        extra={"reason": str(exc), "error_type": type(cause).__name__},
-    )
+    message = getattr(exc, "log_message", "database unavailable")
+    logging.getLogger("task_api").warning(message, extra={"reason": str(exc), "error_type": type(cause).__name__})
     return ServiceUnavailable(public_detail, headers={"Retry-After": DATABASE_RETRY_AFTER_SECONDS})
 
 

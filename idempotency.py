@@ -6,7 +6,6 @@ the first request is still running (409) from one that arrives after it (replay)
 writer at a time, so there the retry simply waits and replays. The primary key on (user, key) is
 the last line of defence: a duplicate insert fails and the request replays instead.
 """
-import hashlib
 import logging
 import re
 import time
@@ -14,9 +13,10 @@ from datetime import datetime, timedelta, timezone
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
+from pydantic import BaseModel
 
+import fingerprints
 from db import Connection, Database, DuplicateKey, Row
 from errors import Conflict, IdempotencyKeyReused, ValidationFailed
 from models import IdempotencyKey, UTCDateTime
@@ -70,35 +70,27 @@ def check_key(key: str) -> str:
 Creator = Callable[[Connection], Awaitable[tuple[int, dict[str, Any]]]]
 
 
-def fingerprint_of(kind: str, fields: dict[str, Any]) -> str:
-    """The request a key was first used with. A task's is its fields alone (as before lists existed,
-    so keys stored then still replay); anything else's names its kind, so one key cannot create a
-    task and a list."""
-    payload = fields if kind == "task" else {"__kind__": kind, **fields}
-    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_UTC_Z)).hexdigest()
-
-
 async def create_once(
-    db: Database, user_id: str, key: str, kind: str, fields: dict[str, Any], create: Creator
+    db: Database, user_id: str, key: str, kind: str, request: BaseModel, create: Creator
 ) -> tuple[int, bytes, bool]:
-    """Create it, or replay the first response for this key: (id, body, replayed)."""
-    fingerprint = fingerprint_of(kind, fields)
+    """Create it, or replay the first response for this key: (id, body, replayed). `kind` and the
+    validated `request` identify the request (fingerprints.py); one key cannot create a task and a list."""
     try:
         async with db.transaction(writer=user_id) as connection:
             await _lock_or_conflict(connection, user_id, key)
             earlier = await _find(connection, user_id, key)
             if earlier is not None:
-                return *_replay(earlier, fingerprint), True
+                return *_replay(earlier, kind, request), True
             created_id, representation = await create(connection)
             body = to_json(representation)
-            await _remember(connection, user_id, key, fingerprint, created_id, body)
+            await _remember(connection, user_id, key, fingerprints.of(kind, request), created_id, body)
             return created_id, body, False
     except DuplicateKey:  # a request with this key committed first (SQLite: no advisory lock)
         async with db.connect() as connection:
             earlier = await _find(connection, user_id, key)
         if earlier is None:
             raise
-        return *_replay(earlier, fingerprint), True
+        return *_replay(earlier, kind, request), True
 
 
 async def _lock_or_conflict(connection: Connection, user_id: str, key: str) -> None:
@@ -114,8 +106,9 @@ async def _find(connection: Connection, user_id: str, key: str) -> Row | None:
     )
 
 
-def _replay(earlier: Row, fingerprint: str) -> tuple[int, bytes]:
-    if earlier["request_hash"] != fingerprint:
+def _replay(earlier: Row, kind: str, request: BaseModel) -> tuple[int, bytes]:
+    """The first response, byte for byte (stored by an older version: as that version showed it)."""
+    if not fingerprints.matches(earlier["request_hash"], kind, request):
         raise IdempotencyKeyReused()
     return earlier["task_id"], earlier["response_body"].encode()
 

@@ -18,12 +18,15 @@ from auth import TokenVerifier
 import metrics
 import reminders
 from config import Settings
-from db import Database, DatabaseUnavailable
+from db import Database, DatabaseUnavailable, SchemaMismatch
 from errors import (
+    DATABASE_RETRY_AFTER_SECONDS,
     ApiError,
+    InternalError,
     InvalidJson,
     MethodNotAllowed,
     NotFound,
+    SchemaOutOfStep,
     ValidationFailed,
     database_unavailable,
     error_response,
@@ -38,6 +41,7 @@ from middleware import (
     JsonCORSMiddleware,
     QueryGuardMiddleware,
     RequestContextMiddleware,
+    error_log,
 )
 from ratelimit import RateLimitMiddleware, RedisCounter
 from responses import FastJSONResponse
@@ -45,6 +49,7 @@ from routes import changes, health, lists, sharing, tasks
 from routes import metrics as metrics_route
 from routes import reminders as reminder_routes
 from routes import settings as settings_routes
+from schema_version import RECHECK_SECONDS, SchemaVersion
 from schemas import ErrorBody
 from webhooks import Dispatcher
 
@@ -148,6 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.database = Database(settings)
+    app.state.schema_version = SchemaVersion()
     app.state.token_verifier = TokenVerifier(settings)
     app.state.change_notifier = ChangeNotifier(app.state.database, settings.event_streams_per_user)
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
@@ -239,6 +245,21 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DatabaseUnavailable)
     async def database_down(_request: Request, exc: Exception) -> Response:
         return database_unavailable(exc).to_response()
+
+    @app.exception_handler(SchemaMismatch)
+    async def schema_mismatch(_request: Request, exc: Exception) -> Response:
+        """A table or column missing: a 503 naming the revisions when the schema is out of step;
+        with the schema in step it is our own SQL that is wrong (500)."""
+        try:
+            revisions = await app.state.schema_version.check(app.state.database, max_age=RECHECK_SECONDS)
+        except DatabaseUnavailable as unavailable:
+            return database_unavailable(unavailable).to_response()
+        if revisions.in_step:
+            error_log.error("a statement names a table or column the schema lacks", exc_info=exc)
+            return InternalError().to_response()
+        return SchemaOutOfStep(
+            revisions.problem(), headers={"Retry-After": DATABASE_RETRY_AFTER_SECONDS}, **revisions.fields()
+        ).to_response()
 
 
 app = create_app()

@@ -69,7 +69,7 @@ async def create_list(
         row = await lists.insert_list(connection, user.user_id, fields, user.email, user.name)
         return row["id"], lists.public(row)
 
-    list_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "list", fields, create)
+    list_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "list", body, create)
     headers = {
         "Location": location.format(list_id),
         "ETag": list_etag({**orjson.loads(content), "version": 1}),

@@ -148,7 +148,7 @@ async def create_task(
         task = await store.insert_task(connection, user.user_id, fields)
         return task["id"], store.public(task)
 
-    task_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "task", fields, create)
+    task_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "task", body, create)
     headers = {
         "Location": location.format(task_id),
         "ETag": task_etag({"id": task_id, "version": 1}),

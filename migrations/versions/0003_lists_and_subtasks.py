@@ -12,8 +12,9 @@ from datetime import datetime, timezone
 
 import sqlalchemy as sa
 from alembic import op
-from fractional_indexing import generate_key_between
+from fractional_indexing import BASE_62_DIGITS, generate_key_between
 
+from migrations.sqlite_ids import batch_alter_keeping_ids
 from models import PositionType, UTCDateTime
 
 revision: str = "0003"
@@ -30,11 +31,7 @@ list_table = sa.table(
     sa.column("is_default", sa.Boolean), sa.column("position", sa.String),
     sa.column("created_at", UTCDateTime()), sa.column("updated_at", UTCDateTime()), sa.column("version", sa.Integer),
 )
-task_table = sa.table(
-    "task",
-    sa.column("id", sa.Integer), sa.column("user_id", sa.String), sa.column("created_at", UTCDateTime()),
-    sa.column("list_id", sa.Integer), sa.column("position", sa.String),
-)
+task_table = sa.table("task", sa.column("user_id", sa.String))
 
 
 def upgrade() -> None:
@@ -61,11 +58,8 @@ def upgrade() -> None:
     op.add_column("task", sa.Column("parent_id", sa.Integer(), nullable=True))
     op.add_column("task", sa.Column("position", PositionType, nullable=True))
     _backfill()
-    # SQLite rebuilds the table (batch mode): keep AUTOINCREMENT, which reflection does not see.
-    with op.batch_alter_table(
-        "task",
-        table_kwargs={"sqlite_autoincrement": True},
-    ) as batch:
+    # SQLite rebuilds the table (batch mode): keep AUTOINCREMENT and its counter (sqlite_ids.py).
+    with batch_alter_keeping_ids("task") as batch:
         batch.alter_column("list_id", existing_type=sa.Integer(), nullable=False)
         batch.alter_column("position", existing_type=PositionType, nullable=False)
         batch.create_foreign_key(op.f("fk_task_list_id_list"), "list", ["list_id"], ["id"])
@@ -75,7 +69,9 @@ def upgrade() -> None:
 
 
 def _backfill() -> None:
-    """A default list for every user with tasks; each task into it, positions in created order."""
+    """A default list for every user with tasks; each task into it, positions in created order.
+    Two statements whatever the number of tasks (issue 23: a row at a time, 50,000 tasks kept the
+    table locked 8 s of the upgrade on PostgreSQL)."""
     connection = op.get_bind()
     now = datetime.now(timezone.utc)
     defaults = sa.select(
@@ -92,37 +88,39 @@ def _backfill() -> None:
             ["user_id", "name", "is_default", "position", "created_at", "updated_at", "version"], defaults
         )
     )
-    default_list = (
-        sa.select(list_table.c.id)
-        .where(list_table.c.user_id == task_table.c.user_id, list_table.c.is_default)
-        .scalar_subquery()
-    )
-    connection.execute(sa.update(task_table).values(list_id=default_list))
-    ordered = connection.execute(
-        sa.select(task_table.c.id, task_table.c.user_id).order_by(
-            task_table.c.user_id, task_table.c.created_at, task_table.c.id
+    connection.execute(sa.text(PLACE_IN_DEFAULT_LISTS))
+
+
+def _nth_key(n: str) -> str:
+    """SQL for the n-th (from 0) key that generate_key_between(previous, None) gives from 'a0' on:
+    a0..az (62 keys), then b00..bzz (62**2), c000..czzz (62**3)...: the head letter says how many
+    base-62 digits follow. Up to 'f' (57 billion keys: more than an int4 id can number)."""
+    cases, first = [], 0
+    for length in range(1, 7):
+        head = chr(ord("a") + length - 1)
+        digits = " || ".join(
+            f"substr('{BASE_62_DIGITS}', CAST((({n}) - {first}) / {62 ** power} % 62 AS INTEGER) + 1, 1)"
+            for power in reversed(range(length))
         )
-    )
-    positions, user, last = [], None, None
-    for task_id, user_id in ordered:
-        if user_id != user:
-            user, last = user_id, None
-        last = generate_key_between(last, None)
-        positions.append({"task_id": task_id, "new_position": last})
-    if positions:
-        connection.execute(
-            sa.update(task_table)
-            .where(task_table.c.id == sa.bindparam("task_id"))
-            .values(position=sa.bindparam("new_position")),
-            positions,
-        )
+        cases.append(f"WHEN ({n}) < {first + 62 ** length} THEN '{head}' || {digits}")
+        first += 62**length
+    return f"CASE {' '.join(cases)} END"
+
+
+# Each task into its owner's default list, numbered in created order (ties by id) from 0 per user.
+PLACE_IN_DEFAULT_LISTS = f"""
+UPDATE task SET list_id = ranked.list_id, position = {_nth_key("ranked.n")}
+FROM (
+    SELECT task.id AS id, list.id AS list_id,
+           row_number() OVER (PARTITION BY task.user_id ORDER BY task.created_at, task.id) - 1 AS n
+    FROM task JOIN list ON list.user_id = task.user_id AND list.is_default
+) AS ranked
+WHERE task.id = ranked.id
+"""
 
 
 def downgrade() -> None:
-    with op.batch_alter_table(
-        "task",
-        table_kwargs={"sqlite_autoincrement": True},
-    ) as batch:
+    with batch_alter_keeping_ids("task") as batch:
         batch.drop_index("ix_task_parent_id_position")
         batch.drop_index("ix_task_list_id_parent_id_position")
         batch.drop_constraint(op.f("fk_task_parent_id_task"), type_="foreignkey")

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.sqlite_ids import batch_alter_keeping_ids
 from models import UTCDateTime
 
 revision: str = "0005"
@@ -21,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("task") as batch:
+    with batch_alter_keeping_ids("task") as batch:
         batch.add_column(sa.Column("all_day", sa.String(10), nullable=True))
         batch.add_column(sa.Column("time_zone", sa.String(64), nullable=True))
         batch.add_column(sa.Column("recurrence", sa.JSON(), nullable=True))
@@ -61,6 +62,7 @@ def downgrade() -> None:
     op.drop_table("reminder")
     op.drop_table("user_settings")
     op.drop_index("ix_task_user_id_due_date", "task")
-    with op.batch_alter_table("task") as batch:
+    # SQLite rebuilds the table to drop columns: keep AUTOINCREMENT and its counter (sqlite_ids.py).
+    with batch_alter_keeping_ids("task") as batch:
         for column in ("reminders", "next_occurrence_id", "series_index", "series_start", "recurrence", "time_zone", "all_day"):
             batch.drop_column(column)

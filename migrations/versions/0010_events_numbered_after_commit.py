@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from migrations.sqlite_ids import batch_alter_keeping_ids
+
 revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
@@ -22,8 +24,9 @@ UNSEQUENCED = sa.text("seq IS NULL")
 
 
 def upgrade() -> None:
-    # SQLite rebuilds the table for the column change: keep AUTOINCREMENT (ids never reused).
-    with op.batch_alter_table("event", table_kwargs={"sqlite_autoincrement": True}) as batch:
+    # SQLite rebuilds the table for the column change: keep AUTOINCREMENT and its counter (ids never
+    # reused: they are the webhooks' message ids; sqlite_ids.py).
+    with batch_alter_keeping_ids("event") as batch:
         batch.alter_column("seq", existing_type=sa.BigInteger(), nullable=True)
     op.create_index(
         "ix_event_unsequenced", "event", ["user_id", "id"], postgresql_where=UNSEQUENCED, sqlite_where=UNSEQUENCED
@@ -31,25 +34,30 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # Number what is pending the old way first: in id order after each user's counter.
-    connection = op.get_bind()
-    pending = connection.execute(
-        sa.text("SELECT user_id, id FROM event WHERE seq IS NULL ORDER BY user_id, id")
-    ).all()
-    last: dict[str, int] = {}
-    for user_id, event_id in pending:
-        if user_id not in last:
-            last[user_id] = connection.execute(
-                sa.text("SELECT coalesce(max(seq), 0) FROM event WHERE user_id = :user_id"), {"user_id": user_id}
-            ).scalar_one()
-        last[user_id] += 1
-        connection.execute(sa.text("UPDATE event SET seq = :seq WHERE id = :id"), {"seq": last[user_id], "id": event_id})
-    for user_id, seq in last.items():
-        connection.execute(
-            sa.text("INSERT INTO user_event_counter (user_id, seq) VALUES (:user_id, :seq)"
-                    " ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq"),
-            {"seq": seq, "user_id": user_id},
-        )
+    _number_pending()
     op.drop_index("ix_event_unsequenced", table_name="event")
-    with op.batch_alter_table("event", table_kwargs={"sqlite_autoincrement": True}) as batch:
+    with batch_alter_keeping_ids("event") as batch:
         batch.alter_column("seq", existing_type=sa.BigInteger(), nullable=False)
+
+
+def _number_pending() -> None:
+    """Number what is pending the old way: in id order after each user's last number, and each
+    counter at its user's last number. Two statements, whatever the number of events."""
+    op.execute(SET_COUNTERS_PAST_PENDING)  # first: it counts the pending events
+    op.execute(NUMBER_PENDING)
+
+
+LAST_GIVEN = "coalesce((SELECT max(given.seq) FROM event AS given WHERE given.user_id = pending.user_id), 0)"
+SET_COUNTERS_PAST_PENDING = f"""
+INSERT INTO user_event_counter (user_id, seq)
+SELECT pending.user_id, {LAST_GIVEN} + count(*) FROM event AS pending WHERE pending.seq IS NULL GROUP BY pending.user_id
+ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq
+"""
+NUMBER_PENDING = f"""
+UPDATE event SET seq = numbered.seq
+FROM (
+    SELECT pending.id AS id, {LAST_GIVEN} + row_number() OVER (PARTITION BY pending.user_id ORDER BY pending.id) AS seq
+    FROM event AS pending WHERE pending.seq IS NULL
+) AS numbered
+WHERE event.id = numbered.id
+"""

@@ -13,7 +13,7 @@
 Every backfill is one set-based statement.
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-06
 """
 from collections.abc import Sequence
@@ -24,7 +24,7 @@ from alembic import op
 from models import PositionType, UTCDateTime
 
 revision: str = "0013"
-down_revision: str | None = "0011"  # TODO 0012 when the upgrades branch lands
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

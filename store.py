@@ -135,7 +135,7 @@ async def insert_row(connection: Connection, caller: str, creator: str, columns:
             task["id"] = await connection.fetch_value(INSERT_TASK, params)
     if task["id"] is None:  # the caller may not (or no longer) put tasks in the list
         await access.require_body_list(connection, caller, task["list_id"])
-        raise ListNotFound()
+        raise Conflict("Your role in this list changed while the task was being created. Retry.")
     if not one_statement:
         await _insert_tags(connection, task)
         if task["reminders"]:
@@ -162,8 +162,12 @@ async def _new_place(connection: Connection, user_id: str, list_id: int | None, 
     elif parent_id is None:
         await access.require_body_list(connection, user_id, list_id)
     if parent_id is not None:
-        await tree.lock_lists(connection, [await _list_of(connection, parent_id)])
+        locked = await _list_of(connection, parent_id)
+        await tree.lock_lists(connection, [locked])
     destination = await tree.destination_of_new_task(connection, user_id, list_id, parent_id)
+    if parent_id is not None and destination.list_id != locked:  # the parent moved a moment before the lock
+        await tree.lock_lists(connection, [destination.list_id])
+        destination = await tree.destination_of_new_task(connection, user_id, list_id, parent_id)
     kind, scope = tree.sibling_scope(user_id, 0, destination.list_id, destination.parent_id)
     position = await tree.position_at(connection, kind, scope, tree.BOTTOM)
     return {"list_id": destination.list_id, "parent_id": destination.parent_id, "position": position}

@@ -72,10 +72,17 @@ async def create_list(
     list_id, content, replayed = await idempotency.create_once(db, user.user_id, key, "list", body, create)
     headers = {
         "Location": location.format(list_id),
-        "ETag": list_etag({**orjson.loads(content), "version": 1}),
+        "ETag": _etag_at_creation(content),
         "Idempotent-Replayed": "true" if replayed else "false",
     }
     return Response(content, status_code=201, headers=headers, media_type="application/json")
+
+
+def _etag_at_creation(content: bytes) -> str:
+    """The ETag a list had when it was created (version 1, empty, its owner alone), from the body the
+    first response sent; a body stored by an older version lacks the newer fields, which had those values."""
+    created = {"task_count": 0, "completed_count": 0, "member_count": 1, "role": "owner", "position": "", **orjson.loads(content)}
+    return list_etag({**created, "version": 1})
 
 
 @router.get(

@@ -160,9 +160,13 @@ def placement(url: str) -> tuple[list[tuple], list[tuple]]:
     engine = engine_of(url)
     with engine.connect() as connection:
         tasks = connection.execute(sa.text("SELECT id, user_id, list_id, parent_id, position FROM task ORDER BY id")).all()
-        lists = connection.execute(
-            sa.text("SELECT id, user_id, name, color, is_default, position, version FROM list ORDER BY id")
-        ).all()
+        shared = "owner_id" in {column["name"] for column in sa.inspect(connection).get_columns("list")}
+        lists = connection.execute(sa.text(
+            # Since 0013 (sharing) the owner is owner_id, and the position their membership's.
+            "SELECT l.id, l.owner_id, l.name, l.color, l.is_default, m.position, l.version FROM list l "
+            "JOIN list_member m ON m.list_id = l.id AND m.user_id = l.owner_id ORDER BY l.id"
+            if shared else "SELECT id, user_id, name, color, is_default, position, version FROM list ORDER BY id"
+        )).all()
     engine.dispose()
     return [tuple(row) for row in tasks], [tuple(row) for row in lists]
 

@@ -79,16 +79,16 @@ async def stream_caller(
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Authorization header must be 'Bearer <JWT>'.", token_given=False)
-    elif access_token:
+    elif access_token and access_token.strip():
         token = access_token
     else:
         raise Unauthorized(
             "No token: send Authorization: Bearer <JWT>, or ?access_token=<JWT> from a browser's EventSource.",
             token_given=False,
         )
+    token = token.strip()  # once, for both the check and the expiry (blanks around a pasted token)
     principal = await verify_token(request, token)
     request.state.token_expires_at = expiry_of(token)
     return principal

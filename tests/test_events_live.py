@@ -227,6 +227,25 @@ def test_a_stream_needs_a_valid_token(instances, token):
     assert response.status_code == 401 and response.json()["error_code"] == "UNAUTHORIZED"
 
 
+@pytest.mark.parametrize("blank", [" ", "\n", "\t", " \t\n"])  # sent as %20, %0A, %09
+def test_a_token_with_blanks_around_it_is_trimmed_never_a_500(instances, blank):
+    a_server, _ = instances
+    _, token = new_user()
+    for spelled in (f"{blank}{token}", f"{token}{blank}", f"{blank}{token}{blank}"):
+        with open_stream(a_server, spelled) as stream:
+            assert stream.status_code == 200, stream.error_body
+    with open_stream(a_server, f" \t {token}", header=True) as stream:  # the header's blanks too (inner ones:
+        assert stream.status_code == 200, stream.error_body              # HTTP clients drop the outer ones)
+    response = httpx.get(f"{a_server.url}/api/events", params={"access_token": blank}, timeout=10)
+    assert response.status_code == 401 and response.json()["error_code"] == "UNAUTHORIZED"
+
+
+def test_a_token_that_expires_after_the_year_9999_streams(instances):
+    a_server, _ = instances
+    with open_stream(a_server, mint_token(f"live_{uuid.uuid4().hex[:10]}", exp=10**400)) as stream:
+        assert stream.status_code == 200, stream.error_body
+
+
 def test_an_expired_or_malformed_cursor_is_refused_before_the_stream_starts(instances):
     a_server, _ = instances
     _, token = new_user()

@@ -174,6 +174,21 @@ def test_due_on_the_first_and_last_days_finds_their_tasks(alice):
     assert ids("due_on=9999-12-30&tz=Pacific/Kiritimati") == {last_all_day["id"]}
 
 
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_pages_sorted_by_due_date_walk_across_the_edges(new_user, order):
+    user = new_user()
+    created = [user.create_task(due_date=due)["id"] for due in ("0001-01-01T00:00:00Z", "0001-01-01", "9999-12-30",
+                                                                 "9999-12-31T23:59:59.999999Z", "2026-06-01")]
+    response, seen = user.get(f"/api/tasks?sort=due_date&order={order}&limit=2"), []
+    while True:
+        assert response.status_code == 200, response.text
+        seen += [task["id"] for task in response.json()]
+        if 'rel="next"' not in response.headers.get("Link", ""):
+            break
+        response = user.get(response.links["next"]["url"])
+    assert sorted(seen) == sorted(created) and len(seen) == len(created)
+
+
 def test_events_and_webhooks_carry_dates_at_the_edges(alice):
     since = alice.get("/api/changes").json()["cursor"]
     task = alice.create_task(due_date="0001-01-01T00:00:00Z", reminders=[{"at": "9999-12-31T23:59:59Z"}])

@@ -305,8 +305,12 @@ async def verify_token(request: Request, token: str) -> Principal:
 
 
 def expiry_of(verified_token: str) -> float:
-    """The `exp` of a token already verified (seconds since the epoch)."""
-    return float(jwt.decode(verified_token, options={"verify_signature": False})["exp"])
+    """The `exp` of a token already verified (seconds since the epoch; infinity for one too far
+    ahead to be a float, such as 10**400, which PyJWT accepts)."""
+    try:
+        return float(jwt.decode(verified_token, options={"verify_signature": False})["exp"])
+    except OverflowError:
+        return math.inf
 
 
 current_principal = BetterAuthBearer(

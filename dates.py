@@ -17,6 +17,12 @@ from typing import Any
 
 UTC_NAME = "UTC"
 ALL_DAY_FORMAT = re.compile(r"\d{4}-\d{2}-\d{2}")
+EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+LATEST = datetime.max.replace(tzinfo=timezone.utc)
+
+
+class OutOfRange(ValueError):
+    """A date whose moment, or wall time in its zone, falls outside the years 1 to 9999 (§9: a 422)."""
 
 
 @functools.lru_cache(maxsize=1)
@@ -53,13 +59,36 @@ def wall_time(moment: datetime, zone_name: str) -> datetime:
 
 
 def end_of_day(day: date, zone_name: str) -> datetime:
-    """The moment an all-day date is due: the midnight that closes it, in its zone."""
+    """The moment an all-day date is due: the midnight that closes it, in its zone. Raises
+    OverflowError for 9999-12-31 (that midnight is in the year 10000)."""
     return local_moment(datetime.combine(day + timedelta(days=1), time()), zone_name)
 
 
 def day_bounds(day: date, zone_name: str) -> tuple[datetime, datetime]:
-    """[start, end) of a calendar day in a zone, as UTC moments."""
-    return local_moment(datetime.combine(day, time()), zone_name), end_of_day(day, zone_name)
+    """[start, end) of a calendar day in a zone, as UTC moments; at the calendar's edges (0001-01-01
+    east of UTC, 9999-12-31), the first or last moment there is."""
+    try:
+        start = local_moment(datetime.combine(day, time()), zone_name)
+    except OverflowError:
+        start = EARLIEST
+    try:
+        end = end_of_day(day, zone_name)
+    except OverflowError:  # 9999-12-31: the midnight after it is in the year 10000, its last instant may not be
+        try:
+            end = plus(local_moment(datetime.combine(day, time.max), zone_name), timedelta(microseconds=1))
+        except OverflowError:
+            end = LATEST
+    return start, end
+
+
+def plus(moment: datetime, delta: timedelta) -> datetime:
+    """`moment + delta`, or the first or last moment there is (years 1 and 9999) when that is outside
+    them: for bounds, such as the edges of a search or of a walk."""
+    try:
+        return moment + delta
+    except OverflowError:
+        edge = datetime.min if delta < timedelta(0) else datetime.max
+        return edge.replace(tzinfo=moment.tzinfo)
 
 
 def utc_now() -> datetime:
@@ -90,7 +119,13 @@ def due_columns(due: date | datetime | None, zone_name: str) -> dict[str, Any]:
         return {"due_date": None, "all_day": None}
     if isinstance(due, datetime):
         return {"due_date": due, "all_day": None}
-    return {"due_date": end_of_day(due, zone_name), "all_day": due.isoformat()}
+    try:
+        return {"due_date": end_of_day(due, zone_name), "all_day": due.isoformat()}
+    except OverflowError:
+        raise OutOfRange(
+            f"{due.isoformat()} is out of range: an all-day task is due at the end of its day, which is past the "
+            "last moment supported (9999-12-31T23:59:59Z); use an earlier date or a date-time"
+        ) from None
 
 
 def stored_due(task: dict[str, Any]) -> date | datetime | None:

@@ -9,12 +9,19 @@ only by numbering committed events, so the poll cannot be fooled by a transactio
 later (which a poll of "global id > the last seen" would be). It works the same for writes made by
 this process, another worker, or another instance on the same database, on SQLite and PostgreSQL;
 no broker is needed. A change reaches a stream within about POLL_SECONDS.
+
+A user holds at most EVENT_STREAMS_PER_USER streams per process: a StreamSlot is taken before the
+stream's first await and given back exactly once, whether the stream ran or never started. Pages
+of events are read into memory on a connection returned before they are sent, and a read is
+finished even when its stream is cancelled (`read_page`), so a client that goes away never costs
+a pooled connection.
 """
 import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sse_starlette import ServerSentEvent
@@ -34,6 +41,7 @@ USERS_PER_POLL = 64
 STREAM_PAGE = 500
 RECONNECT_MILLISECONDS = 2000  # how long a browser waits before it reconnects a dropped stream
 counter_table: sa.Table = UserEventCounter.__table__
+T = TypeVar("T")
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,6 +66,30 @@ class TooManyStreams(RateLimited):
         )
 
 
+class StreamSlot:
+    """One of a user's EVENT_STREAMS_PER_USER places in this process, taken by
+    `ChangeNotifier.reserve` with no await between the check and the taking (so streams opened at
+    the same moment cannot all pass the check), held while the stream runs, and given back once by
+    `release`: when the stream ends, and also when it never starts (a 410 or 422 cursor, the
+    database down, the client gone before the response began)."""
+
+    def __init__(self, notifier: "ChangeNotifier", user_id: str):
+        self.notifier = notifier
+        self.user_id = user_id
+        self.wake: asyncio.Event | None = None
+        self.released = False
+
+    def subscribe(self, seq: int) -> asyncio.Event:
+        """The stream starts, having read up to `seq`: its event is set when there is more."""
+        self.wake = self.notifier.subscribe(self.user_id, seq)
+        return self.wake
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.notifier.give_back(self)
+
+
 class ChangeNotifier:
     """The streams open in this process, by user, and the one poll that wakes them."""
 
@@ -65,13 +97,26 @@ class ChangeNotifier:
         self.database = database
         self.streams_per_user = streams_per_user
         self._streams: dict[str, set[asyncio.Event]] = {}
+        self._taken: dict[str, int] = {}  # places held per user: streams open or about to open
         self._last_seq: dict[str, int] = {}
         self._poller: asyncio.Task | None = None
 
-    def check_room(self, user_id: str) -> None:
-        """429 if the user already has as many open streams in this process as allowed."""
-        if len(self._streams.get(user_id, ())) >= self.streams_per_user:
+    def reserve(self, user_id: str) -> StreamSlot:
+        """A place for one more stream of the user, or 429 if they hold as many as allowed."""
+        taken = self._taken.get(user_id, 0)
+        if taken >= self.streams_per_user:
             raise TooManyStreams(self.streams_per_user)
+        self._taken[user_id] = taken + 1
+        return StreamSlot(self, user_id)
+
+    def give_back(self, slot: StreamSlot) -> None:
+        if slot.wake is not None:
+            self.unsubscribe(slot.user_id, slot.wake)
+        left = self._taken.get(slot.user_id, 0) - 1
+        if left > 0:
+            self._taken[slot.user_id] = left
+        else:
+            self._taken.pop(slot.user_id, None)
 
     def subscribe(self, user_id: str, seq: int) -> asyncio.Event:
         """A stream of `user_id` that has read up to `seq`; its event is set when there is more."""
@@ -96,6 +141,7 @@ class ChangeNotifier:
     async def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
+        await finish_reads()
 
     async def _poll_while_streams_are_open(self) -> None:
         while self._streams:
@@ -126,15 +172,14 @@ class ChangeNotifier:
 
 async def follow(
     database: Database,
-    notifier: ChangeNotifier,
-    user_id: str,
+    slot: StreamSlot,
     since: int,
     backlog: tuple[list, bool],
     expires_at: float,
 ) -> AsyncIterator[ServerSentEvent]:
     """The stream of one EventSource: the backlog after `since` (already read, so a stale cursor
     was a 410 before the stream began), then every new event as it commits, until the token expires."""
-    wake = notifier.subscribe(user_id, since)
+    wake = slot.subscribe(since)
     try:
         # An id with no data moves the browser's Last-Event-ID without firing an event: a reconnect
         # before the first change still resumes from here.
@@ -156,9 +201,61 @@ async def follow(
                 except TimeoutError:
                     return
             wake.clear()  # before reading: a wake-up during the read is kept for the next round
-            async with database.connect() as connection:
-                rows, more = await events.changes_since(connection, user_id, cursor, STREAM_PAGE)
+            rows, more = await read_page(database, slot.user_id, cursor)
     except CursorExpired:
         return  # purged while the stream was open (the retention is days): the reconnect gets the 410
     finally:
-        notifier.unsubscribe(user_id, wake)
+        slot.release()
+
+
+async def read_page(database: Database, user_id: str, after: int) -> tuple[list, bool]:
+    """The user's next STREAM_PAGE events after `after`, in memory, on a connection given back
+    before the caller sends them."""
+    return await _finished_even_if_cancelled(_read_page(database, user_id, after))
+
+
+async def read_position(database: Database, user_id: str) -> int:
+    """The user's current seq (events.current_seq), read as `read_page` reads."""
+    return await _finished_even_if_cancelled(_read_position(database, user_id))
+
+
+async def _read_page(database: Database, user_id: str, after: int) -> tuple[list, bool]:
+    async with database.connect() as connection:
+        return await events.changes_since(connection, user_id, after, STREAM_PAGE)
+
+
+async def _read_position(database: Database, user_id: str) -> int:
+    async with database.connect() as connection:
+        return await events.current_seq(connection, user_id)
+
+
+_finishing: set[asyncio.Task] = set()  # reads whose stream was cancelled (the loop keeps only weak refs)
+
+
+async def _finished_even_if_cancelled(read: Coroutine[Any, Any, T]) -> T:
+    """Await `read`; if the caller is cancelled meanwhile (the client went away), let the read
+    finish anyway and drop its result. Cut mid-statement, its connection would be discarded
+    (db.Connection._run), and five streams dropped at once took half a worker's pool; finished, it
+    goes back to the pool clean. The statement deadline (DB_STATEMENT_TIMEOUT_SECONDS) bounds it."""
+    task = asyncio.ensure_future(read)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        _finishing.add(task)
+        task.add_done_callback(_forget)
+        raise
+
+
+async def finish_reads() -> None:
+    """Wait for the reads of this event loop that outlived their streams (at shutdown, before the
+    pool closes: a connection still in use would not be closed)."""
+    loop = asyncio.get_running_loop()
+    pending = [task for task in _finishing if task.get_loop() is loop]
+    if pending:
+        await asyncio.wait(pending)
+
+
+def _forget(task: asyncio.Task) -> None:
+    _finishing.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a read that failed after its stream left is nobody's error

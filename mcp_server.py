@@ -51,11 +51,30 @@ TOOL_LIST = ListToolsResult(
 )
 
 
+# Without PUBLIC_URL the URLs below come from the request's Host header (fine for local development):
+# what names them is never stored by a shared cache, where a forged Host would be served to others.
+FROM_THE_REQUEST = {"Cache-Control": "no-store", "Vary": "Host"}
+
+
 def base_url(scope: Scope, settings: Settings) -> str:
     if settings.public_url:
         return settings.public_url.rstrip("/")
     url = URL(scope=scope)
     return f"{url.scheme}://{url.netloc}{scope.get('root_path', '')}".rstrip("/")
+
+
+def base_url_headers(settings: Settings) -> dict[str, str]:
+    """The headers of a response that names `base_url`."""
+    return {} if settings.public_url else FROM_THE_REQUEST
+
+
+def warn_without_public_url(settings: Settings) -> None:
+    if not settings.public_url:
+        log.warning(
+            "PUBLIC_URL is not set: /mcp's discovery document and WWW-Authenticate name the host each request's "
+            "Host header gives. Fine on localhost; in production set PUBLIC_URL (https://api.example.com).",
+            extra={"setting": "PUBLIC_URL"},
+        )
 
 
 def tool_error(error: ApiError) -> CallToolResult:
@@ -92,6 +111,7 @@ class McpEndpoint:
         """The SDK's task group, for the app's lifespan. A manager runs once: a new one per lifespan."""
         # No DNS-rebinding check (security_settings=None): a rebound page has no bearer token, and
         # CORS (main.py) already decides which browser origins may call.
+        warn_without_public_url(self.settings)
         self._sessions = StreamableHTTPSessionManager(app=self.server, json_response=True, stateless=True)
         async with self._sessions.run():
             yield
@@ -116,6 +136,7 @@ class McpEndpoint:
                 token_given=refused.token_given,
                 resource_metadata=base_url(scope, self.settings) + METADATA_PATH,
             )
+            challenge.headers.update(base_url_headers(self.settings))
             return await challenge.to_response()(scope, receive, send)
         state["principal"], state["user_id"] = principal, principal.user_id  # user_id: the access log
         if self._sessions is None:
@@ -184,4 +205,4 @@ async def protected_resource(request: Request) -> Response:
         resource_name="Task API (MCP)",
         resource_documentation=base + "/docs",
     )
-    return FastJSONResponse(document)
+    return FastJSONResponse(document, headers=base_url_headers(settings))

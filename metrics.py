@@ -112,6 +112,11 @@ POOL_OPEN = Gauge("task_api_db_pool_connections_open", "Open database connection
 POOL_MAX = Gauge(
     "task_api_db_pool_connections_max", "The most database connections the pools may open.", multiprocess_mode="livesum"
 )
+POOL_DISCARDED = Gauge(
+    "task_api_db_pool_connections_discarded",
+    "Database connections closed instead of reused (broken, timed out, cut mid-statement) since the workers started.",
+    multiprocess_mode="livesum",
+)
 # Read from the database at a scrape: the same in every worker, so the latest value is the instance's.
 EVENTS_PENDING = Gauge(
     "task_api_events_pending_delivery",
@@ -145,6 +150,7 @@ def sample_pool(database: Any) -> None:
     POOL_WAITING.set(pool.waiting)
     POOL_OPEN.set(pool.open_connections())
     POOL_MAX.set(pool.max_size)
+    POOL_DISCARDED.set(pool.discarded)
 
 
 async def sample_pool_forever(database: Any) -> None:

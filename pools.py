@@ -1,5 +1,5 @@
 """Pools of connections, one kind per database, behind one interface: `open()`, `acquire()`,
-`release(raw, broken=...)`, `close()`, and counts for metrics.
+`release(raw, broken=...)`, `close()`, and counts for metrics (in use, waiting, open, discarded).
 
 PostgreSQL connections live in psycopg_pool's AsyncConnectionPool (max lifetime, idle shrink,
 reconnection with backoff, statistics). Around it: a check at checkout that costs no round trip
@@ -35,6 +35,9 @@ class Pool:
     checkout_timeout: float
     in_use: int = 0
     waiting: int = 0
+    # Given back broken (cut mid-statement, timed out, left inside a transaction) and closed instead
+    # of reused, since the pool opened.
+    discarded: int = 0
 
     def __init__(self, size: int, checkout_timeout: float):
         self.checkout_timeout = checkout_timeout
@@ -120,6 +123,7 @@ class SqlitePool(Pool):
     async def release(self, raw: aiosqlite.Connection, *, broken: bool) -> None:
         self.in_use -= 1
         if broken or not self.driver.is_idle(raw):
+            self.discarded += 1
             self._close_in_background(raw)
         else:
             self._idle.append(raw)
@@ -265,6 +269,7 @@ class PostgresPool(Pool):
                 self._direct.discard(raw)
                 await self.driver.close(raw)
             elif broken or not self.driver.is_idle(raw):
+                self.discarded += 1
                 await self._discard(raw)  # never rolled back by the pool: that would wait on the server
             else:
                 await self.pool.putconn(raw)

@@ -103,7 +103,8 @@ class TaskFilter:
             values["due_on_start"], values["due_on_end"] = dates.day_bounds(self.due_on, self.zone_name or dates.UTC_NAME)
             # Every task due that day, in any zone (UTC-12 to UTC+14), is due within these bounds.
             midnight = datetime.combine(self.due_on, time(), timezone.utc)
-            values["due_on_low"], values["due_on_high"] = midnight - DUE_ON_MARGIN, midnight + timedelta(days=1) + DUE_ON_MARGIN
+            values["due_on_low"] = dates.plus(midnight, -DUE_ON_MARGIN)
+            values["due_on_high"] = dates.plus(midnight, timedelta(days=1) + DUE_ON_MARGIN)
         if self.text:
             # % and _ (and the escape character /) in the text match literally.
             values["pattern"] = "%" + self.text.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"

@@ -5,8 +5,16 @@ then each occurrence becomes a moment with `dates.local_moment` (first of two am
 offset before a gap), so a weekly 09:00 Europe/Berlin task stays at 09:00 across daylight saving.
 An all-day series is expanded by date. Nothing here reads a clock: every function is given the
 moments it needs, so tests are exact.
+
+The work is bounded whatever the dates (§9): a walk starts near the point of interest, not at the
+series' first due date (`_walk_start` keeps the rule's phase), COUNT is resolved once per series
+(`_last_counted`), and every walk has a budget of years (`Budget`). A series ends where the
+calendar does (year 9999); a due date that is not a wall time of its zone raises dates.OutOfRange.
 """
+import functools
+import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
@@ -20,13 +28,17 @@ WEEKDAYS = {"MO": du.MO, "TU": du.TU, "WE": du.WE, "TH": du.TH, "FR": du.FR, "SA
 SUPPORTED = ("FREQ", "INTERVAL", "BYDAY", "BYMONTHDAY", "BYMONTH", "BYSETPOS", "COUNT", "UNTIL", "WKST")
 MAX_INTERVAL = 1000
 MAX_COUNT = 10_000
-# Skipping missed occurrences walks the rule; this bounds the walk (a daily rule missed for 27 years).
+# Occurrences one walk may pass before it gives up (a rule of many occurrences per period).
 MAX_STEPS = 10_000
 # How many years past the point of interest the next occurrence is looked for. dateutil walks
 # every period up to the year 9999 when no occurrence comes (also past UNTIL), so a rule that
 # never matches (FREQ=DAILY;BYDAY=1MO;BYMONTHDAY=29) would cost seconds of CPU; the sparsest
 # rules that do match repeat within 28 years (a weekday on February 29th).
 HORIZON_YEARS = 60
+# Resolving COUNT walks the series from its first due date, at most this many periods of the rule
+# (about 0.1 s of CPU each; a YEARLY period costs dateutil as much as a year of days).
+COUNT_WALK_PERIODS = {"DAILY": 40_000, "WEEKLY": 30_000, "MONTHLY": 15_000, "YEARLY": 4_000}
+PERIODS_PER_YEAR = {"DAILY": 365, "WEEKLY": 52, "MONTHLY": 12, "YEARLY": 1}
 _BYDAY = re.compile(r"([+-]?)(\d{1,2})?(MO|TU|WE|TH|FR|SA|SU)")
 _UNTIL = re.compile(r"(\d{8})(?:T(\d{6})(Z?))?")
 
@@ -166,69 +178,142 @@ class Series:
         return not isinstance(self.anchor, datetime)
 
     def wall(self, due: Due) -> datetime:
-        if isinstance(due, datetime):
+        if not isinstance(due, datetime):
+            return datetime.combine(due, time())
+        try:
             return dates.wall_time(due, self.zone_name)
-        return datetime.combine(due, time())
+        except OverflowError:
+            raise dates.OutOfRange(f"{dates.format_moment(due)} is outside the years 1 to 9999 in {self.zone_name}") from None
 
     def due_of(self, wall: datetime) -> Due:
+        """Raises OverflowError for an occurrence past the calendar's end (it cannot be a due date)."""
         return wall.date() if self.all_day else dates.local_moment(wall, self.zone_name)
 
     def moment_of(self, due: Due) -> datetime:
+        """Raises OverflowError for 9999-12-31 all day (its end is past the calendar's end)."""
         return due if isinstance(due, datetime) else dates.end_of_day(due, self.zone_name)
 
-    def expand(self, start: datetime, *, looking_at: datetime, with_count: bool = True) -> du.rrule:
-        """The rule from `start`, in naive wall times, walked no further than HORIZON_YEARS past
-        `looking_at` (past it, iterating raises HorizonReached)."""
-        rule = self.rule
-        return _BoundedRule(
-            FREQUENCIES[rule.freq],
-            max_years=max(0, looking_at.year - start.year) + HORIZON_YEARS,
-            dtstart=start,
-            interval=rule.interval,
-            wkst=WEEKDAYS[rule.wkst] if rule.wkst else None,
-            count=rule.count if with_count else None,
-            until=self._until_wall(),
-            bysetpos=rule.bysetpos or None,
-            bymonth=rule.bymonth or None,
-            bymonthday=rule.bymonthday or None,
-            byweekday=[WEEKDAYS[day](ordinal) if ordinal else WEEKDAYS[day] for ordinal, day in rule.byday] or None,
-        )
-
-    def _until_wall(self) -> datetime | None:
+    def until_wall(self) -> datetime | None:
         until = self.rule.until
         if until is None:
             return None
         if isinstance(until, datetime):
-            return dates.wall_time(until, self.zone_name) if until.tzinfo else until
+            return _wall_or_edge(until, self.zone_name) if until.tzinfo else until
         return datetime.combine(until, time(23, 59, 59))
 
 
-def next_due(series: Series, previous: Due, completed_at: datetime) -> Due | None:
+def next_due(series: Series, previous: Due, completed_at: datetime, budget: "Budget | None" = None) -> Due | None:
     """The due date of the occurrence that follows `previous` when it is completed at
-    `completed_at`; None when the series has ended."""
+    `completed_at`; None when the series has ended. Raises dates.OutOfRange when `previous` is
+    not a wall time of the series' zone."""
     if series.from_completion:
-        return _step_from_completion(series, previous, completed_at)
-    return _first_after(series, previous, completed_at)
+        return _step_from_completion(series, previous, completed_at, budget)
+    return _first_after(series, previous, completed_at, budget)
+
+
+def upcoming(series: Series, due: Due, count: int) -> list[Due]:
+    """The next `count` due dates after `due` (fewer when the series ends, or when a rule so sparse
+    that they span centuries runs out of its budget), each occurrence taken as completed on its own
+    due date (that is what `from: completion` steps from)."""
+    budget = Budget(HORIZON_YEARS + 3 * count)  # a walk enters a year or two per occurrence
+    result: list[Due] = []
+    try:
+        for _ in range(count):
+            completed_at = series.moment_of(due) - _JUST_BEFORE_END if series.all_day else due
+            following = next_due(series, due, completed_at, budget)
+            if following is None:
+                break
+            result.append(following)
+            series, due = replace(series, index=series.index + 1), following
+    except (dates.OutOfRange, OverflowError):
+        pass  # the series reaches the calendar's end
+    return result
+
+
+# An all-day occurrence "completed on its day": a moment inside that day, not the midnight after it.
+_JUST_BEFORE_END = timedelta(seconds=1)
+
+
+def _first_after(series: Series, previous: Due, not_before: datetime, budget: "Budget | None") -> Due | None:
+    """`from: due`: the first occurrence strictly after both `previous` and `not_before`."""
+    previous_wall = series.wall(previous)
+    # Missed occurrences are skipped: start the walk near the later of the two, not at `previous`.
+    start = max(previous_wall, dates.plus(_wall_or_edge(not_before, series.zone_name), timedelta(days=-2)))
+    anchor = series.wall(series.anchor)
+    until = series.until_wall()
+    if series.rule.count is not None:  # COUNT counts from the anchor: the series ends at its COUNT-th
+        until = _last_counted(series.rule, anchor)
+        if until is None:
+            return None
+    walk_from = _walk_start(series.rule, anchor, start)
+    budget = budget or Budget(start.year - walk_from.year + HORIZON_YEARS)
+    try:
+        occurrences = _expand(series.rule, walk_from, budget, phase_of=anchor, until=until)
+        for steps, wall in enumerate(occurrences.xafter(start, inc=start != previous_wall)):
+            due = series.due_of(wall)
+            if wall > previous_wall and series.moment_of(due) > not_before:
+                return due
+            if steps >= MAX_STEPS:
+                return None
+    except _SERIES_ENDS:
+        return None
+    return None
+
+
+def _step_from_completion(series: Series, previous: Due, completed_at: datetime, budget: "Budget | None") -> Due | None:
+    """`from: completion`: the completion day (in the task's zone) plus one step of the rule, at
+    the previous due date's time of day."""
+    if series.rule.count is not None and series.index >= series.rule.count:
+        return None
+    day = _wall_or_edge(completed_at, series.zone_name).date()
+    start = datetime.combine(day, series.wall(previous).time())
+    try:
+        wall = _expand(series.rule, start, budget or Budget(HORIZON_YEARS), until=series.until_wall()).after(start)
+        if wall is None:
+            return None
+        due = series.due_of(wall)
+        series.moment_of(due)  # 9999-12-31 all day ends past the calendar: the series ends before it
+        return due
+    except _SERIES_ENDS:
+        return None
+
+
+# ----------------------------------------------------------------------------- bounded walks
 
 
 class HorizonReached(Exception):
-    """The rule was walked HORIZON_YEARS past the point of interest without an occurrence."""
+    """A walk used up its budget of years without finding what it looked for."""
+
+
+# A walk ends without an answer: out of budget, or at the calendar's end (dateutil stops at year
+# 9999, or raises ValueError for a week that crosses into 10000; an occurrence there overflows).
+_SERIES_ENDS = (HorizonReached, OverflowError, ValueError)
+
+
+class Budget:
+    """How many more years the walks of one answer may enter (counted by `_BoundedRule`)."""
+
+    def __init__(self, years: int):
+        self.years = years
+
+    def spend_year(self) -> None:
+        self.years -= 1
+        if self.years < 0:
+            raise HorizonReached()
 
 
 class _BoundedRule(du.rrule):
-    """dateutil's rrule, stopped after walking `max_years` years. Its iteration reads
+    """dateutil's rrule, stopped when its budget of years is spent. Its iteration reads
     `_byweekno` once per year it enters (in `_iterinfo.rebuild`); BYWEEKNO is not in our subset,
     so that read is where the years are counted."""
 
-    def __init__(self, *args: Any, max_years: int, **kwargs: Any):
-        self._years_left = max_years
+    def __init__(self, *args: Any, budget: Budget, **kwargs: Any):
+        self._budget = budget
         super().__init__(*args, **kwargs)
 
     @property
     def _byweekno(self) -> None:
-        self._years_left -= 1
-        if self._years_left < 0:
-            raise HorizonReached()
+        self._budget.spend_year()
         return None
 
     @_byweekno.setter
@@ -236,57 +321,95 @@ class _BoundedRule(du.rrule):
         assert value is None, "BYWEEKNO is not supported"
 
 
-def _first_after(series: Series, previous: Due, not_before: datetime) -> Due | None:
-    """`from: due`: the first occurrence strictly after both `previous` and `not_before`."""
-    # Missed occurrences are skipped: start the walk near the later of the two, not at `previous`.
-    start = max(series.wall(previous), dates.wall_time(not_before, series.zone_name) - timedelta(days=2))
-    anchor = series.wall(series.anchor)
+def _expand(
+    rule: Rule, start: datetime, budget: Budget, *, phase_of: datetime | None = None,
+    until: datetime | None = None, count: int | None = None,
+) -> du.rrule:
+    """The rule's occurrences from `start`, in naive wall times. What the rule leaves open (the
+    weekday of a WEEKLY rule, the day of a MONTHLY one...) comes from `phase_of` when given (the
+    anchor, when `start` is a later period's start), else from `start`, as dateutil takes it from
+    its dtstart."""
+    implied = _implied_by(rule, phase_of) if phase_of is not None else {}
+    return _BoundedRule(
+        FREQUENCIES[rule.freq],
+        budget=budget,
+        dtstart=start,
+        interval=rule.interval,
+        wkst=WEEKDAYS[rule.wkst or "MO"],
+        count=count,
+        until=until,
+        bysetpos=rule.bysetpos or None,
+        bymonth=rule.bymonth or implied.get("bymonth"),
+        bymonthday=rule.bymonthday or implied.get("bymonthday"),
+        byweekday=[WEEKDAYS[day](ordinal) if ordinal else WEEKDAYS[day] for ordinal, day in rule.byday]
+        or implied.get("byweekday"),
+    )
+
+
+def _implied_by(rule: Rule, anchor: datetime) -> dict[str, tuple[int, ...]]:
+    """What dateutil takes from the dtstart for what the rule leaves open (rrule.__init__)."""
+    if rule.byday or rule.bymonthday:
+        return {}
+    if rule.freq == "YEARLY":
+        return {"bymonth": rule.bymonth or (anchor.month,), "bymonthday": (anchor.day,)}
+    if rule.freq == "MONTHLY":
+        return {"bymonthday": (anchor.day,)}
+    if rule.freq == "WEEKLY":
+        return {"byweekday": (anchor.weekday(),)}
+    return {}
+
+
+def _walk_start(rule: Rule, anchor: datetime, near: datetime) -> datetime:
+    """Where to walk the series from to find what follows `near`: the start of the last period of
+    the rule (a day, a week from WKST, a month, a year) that begins by `near` and lies a whole
+    number of INTERVALs after the anchor's period, at the anchor's time of day; the anchor itself
+    while `near` is in its first interval. Each period's occurrences depend on the period alone
+    (BYSETPOS picks within it), so from there the rule gives what the whole series gives, without
+    walking the years between the anchor and `near`."""
+    step = rule.interval
+    if rule.freq in ("DAILY", "WEEKLY"):
+        days = 1 if rule.freq == "DAILY" else 7
+        week_offset = (anchor.weekday() - WEEKDAYS[rule.wkst or "MO"].weekday) % 7 if rule.freq == "WEEKLY" else 0
+        first = anchor.toordinal() - week_offset  # may be day 0 (before 0001-01-01); never used as is
+        periods = (near.toordinal() - first) // (days * step) * step
+        if periods <= 0:
+            return anchor
+        day = date.fromordinal(first + periods * days)
+    elif rule.freq == "MONTHLY":
+        first = anchor.year * 12 + anchor.month - 1
+        periods = (near.year * 12 + near.month - 1 - first) // step * step
+        if periods <= 0:
+            return anchor
+        year, month = divmod(first + periods, 12)
+        day = date(year, month + 1, 1)
+    else:
+        periods = (near.year - anchor.year) // step * step
+        if periods <= 0:
+            return anchor
+        day = date(anchor.year + periods, 1, 1)
+    return datetime.combine(day, anchor.time())
+
+
+@functools.lru_cache(maxsize=1024)
+def _last_counted(rule: Rule, anchor: datetime) -> datetime | None:
+    """The last occurrence of a COUNT series anchored at `anchor`: its COUNT-th, or the last before
+    the calendar ends; None when it has none. A rule so sparse that its COUNT occurrences do not
+    come within COUNT_WALK_PERIODS periods ends where the walk stopped."""
+    periods_per_year_entered = max(1.0, PERIODS_PER_YEAR[rule.freq] / rule.interval)
+    budget = Budget(math.ceil(COUNT_WALK_PERIODS[rule.freq] / periods_per_year_entered))
+    last = None
     try:
-        occurrences = series.expand(anchor, looking_at=start, with_count=False)
-        for steps, wall in enumerate(occurrences.xafter(start, inc=start != series.wall(previous))):
-            due = series.due_of(wall)
-            if wall > series.wall(previous) and series.moment_of(due) > not_before:
-                return due if _within_count(series, anchor, wall) else None
-            if steps >= MAX_STEPS:
-                return None
-    except HorizonReached:
-        return None
-    return None
+        for last in _expand(rule, anchor, budget, count=rule.count):
+            pass
+    except _SERIES_ENDS:
+        pass
+    return last
 
 
-def _within_count(series: Series, anchor: datetime, wall: datetime) -> bool:
-    """COUNT counts from the anchor: is `wall` one of the series' first COUNT occurrences?"""
-    if series.rule.count is None:
-        return True
-    return series.expand(anchor, looking_at=wall).before(wall, inc=True) == wall
-
-
-def _step_from_completion(series: Series, previous: Due, completed_at: datetime) -> Due | None:
-    """`from: completion`: the completion day (in the task's zone) plus one step of the rule, at
-    the previous due date's time of day."""
-    if series.rule.count is not None and series.index >= series.rule.count:
-        return None
-    day = dates.wall_time(completed_at, series.zone_name).date()
-    start = datetime.combine(day, series.wall(previous).time())
+def _wall_or_edge(moment: datetime, zone_name: str) -> datetime:
+    """The wall time of `moment` in the zone, or the first or last wall time there is when it falls
+    outside the years 1 to 9999 there (a bound, such as a completion time or UNTIL)."""
     try:
-        wall = series.expand(start, looking_at=start, with_count=False).after(start)
-    except HorizonReached:
-        return None
-    return series.due_of(wall) if wall is not None else None
-
-
-def upcoming(series: Series, due: Due, count: int) -> list[Due]:
-    """The next `count` due dates after `due` (fewer when the series ends), each occurrence taken
-    as completed on its own due date (that is what `from: completion` steps from)."""
-    result: list[Due] = []
-    for _ in range(count):
-        following = next_due(series, due, series.moment_of(due) - _JUST_BEFORE_END if series.all_day else due)
-        if following is None:
-            break
-        result.append(following)
-        series, due = replace(series, index=series.index + 1), following
-    return result
-
-
-# An all-day occurrence "completed on its day": a moment inside that day, not the midnight after it.
-_JUST_BEFORE_END = timedelta(seconds=1)
+        return dates.wall_time(moment, zone_name)
+    except OverflowError:
+        return datetime.min if moment.year < 5000 else datetime.max

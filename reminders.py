@@ -45,9 +45,11 @@ CLAIM_BATCH = 100
 # ----------------------------------------------------------------------------- fire_at (pure)
 
 
-def compose(specs: list[dict[str, Any]], due_moment: datetime | None) -> list[dict[str, Any]]:
+def compose(specs: list[dict[str, Any]], due_moment: datetime | None, *, saturate: bool = False) -> list[dict[str, Any]]:
     """Reminders as the task shows them, each with its fire_at. `specs` are request bodies or the
-    stored JSON (then `at` is text). A relative reminder without a due moment raises ValueError."""
+    stored JSON (then `at` is text). A relative reminder without a due moment, or one that would
+    fire before the year 1, raises ValueError; with `saturate` (a change the client did not ask
+    for, such as its zone's), that one fires at the first moment there is instead (long past)."""
     composed = []
     for spec in specs:
         at = _moment(spec.get("at"))
@@ -56,15 +58,19 @@ def compose(specs: list[dict[str, Any]], due_moment: datetime | None) -> list[di
             continue
         if due_moment is None:
             raise ValueError("a before_minutes reminder needs a due_date; set one, or use an absolute {\"at\": ...}")
-        fire_at = due_moment - timedelta(minutes=spec["before_minutes"])
+        before = timedelta(minutes=spec["before_minutes"])
+        if due_moment - dates.EARLIEST < before and not saturate:
+            raise ValueError(f"{spec['before_minutes']} minutes before the due date is before 0001-01-01T00:00:00Z")
+        fire_at = dates.plus(due_moment, -before)
         composed.append({"before_minutes": spec["before_minutes"], "fire_at": dates.format_moment(fire_at)})
     return composed
 
 
 def shifted(reminders: list[dict[str, Any]], delta: timedelta) -> list[dict[str, Any]]:
-    """For the next occurrence: relative reminders as they are, absolute ones moved by `delta`."""
+    """For the next occurrence: relative reminders as they are, absolute ones moved by `delta` (at
+    most to the last moment there is)."""
     return [
-        {"at": _moment(reminder["at"]) + delta} if reminder.get("at") else {"before_minutes": reminder["before_minutes"]}
+        {"at": dates.plus(_moment(reminder["at"]), delta)} if reminder.get("at") else {"before_minutes": reminder["before_minutes"]}
         for reminder in reminders
     ]
 

@@ -5,9 +5,13 @@ store.py calls `dated_columns` for a create or an update that touches a dated fi
 `next_occurrence` after a completion, both inside the writing transaction. The rules themselves
 are pure (dates.py, recurrence.py, reminders.py); this module reads what they need (the task's
 zone falls back to the user's setting) and turns their answers into columns or a 422.
+Expanding a rule runs in a thread (`_off_the_loop`): it is bounded (recurrence.py), but other
+requests of the worker never wait on it.
 """
+import asyncio
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import dates
 import recurrence
@@ -16,6 +20,7 @@ import settings_store
 from db import Connection, Row
 from errors import ValidationFailed
 
+T = TypeVar("T")
 DATED_FIELDS = frozenset({"due_date", "time_zone", "recurrence", "reminders"})
 # The columns `dated_columns` returns, always all of them (one UPDATE shape for every dated change).
 def needs_transaction(fields: dict[str, Any]) -> bool:
@@ -69,8 +74,11 @@ async def dated_columns(connection: Connection, user_id: str, current: Row | Non
     rule = field("recurrence", None)
     needs_zone = rule is not None or (due is not None and not isinstance(due, datetime))
     zone_name = await zone_name_of(connection, user_id, time_zone) if needs_zone else dates.UTC_NAME
-    columns = {**dates.due_columns(due, zone_name), "time_zone": time_zone}
-    columns.update(_series_columns(current, changes, rule, due, zone_name))
+    try:
+        columns = {**dates.due_columns(due, zone_name), "time_zone": time_zone}
+    except dates.OutOfRange as error:
+        raise _invalid("due_date", str(error)) from None
+    columns.update(await _series_columns(current, changes, rule, due, zone_name))
     try:
         columns["reminders"] = reminders.compose(field("reminders", []), columns["due_date"])
     except ValueError as error:
@@ -78,7 +86,7 @@ async def dated_columns(connection: Connection, user_id: str, current: Row | Non
     return columns
 
 
-def _series_columns(current: Row | None, changes: dict[str, Any], rule: dict | None, due: Any, zone_name: str) -> dict[str, Any]:
+async def _series_columns(current: Row | None, changes: dict[str, Any], rule: dict | None, due: Any, zone_name: str) -> dict[str, Any]:
     if rule is None:
         return {"recurrence": None, "series_start": None, "series_index": None}
     if due is None:
@@ -96,7 +104,11 @@ def _series_columns(current: Row | None, changes: dict[str, Any], rule: dict | N
     }
     series = series_of(columns, zone_name)
     as_from_due = recurrence.Series(series.rule, series.anchor, zone_name)
-    if recurrence.next_due(as_from_due, due, as_from_due.moment_of(due)) is None:
+    try:
+        following = await _off_the_loop(recurrence.next_due, as_from_due, due, as_from_due.moment_of(due))
+    except dates.OutOfRange as error:
+        raise _invalid("due_date", f"{error}, where this recurring task's dates are computed") from None
+    if following is None:
         raise _invalid("recurrence", "the rule has no occurrence after the due date; check COUNT and UNTIL")
     return columns
 
@@ -109,7 +121,10 @@ async def next_occurrence(connection: Connection, task: Row) -> dict[str, Any] |
     zone_name = await zone_name_of(connection, task["user_id"], task["time_zone"])
     series = series_of(task, zone_name)
     previous = dates.stored_due(task)
-    due = recurrence.next_due(series, previous, task["completed_at"])
+    try:
+        due = await _off_the_loop(recurrence.next_due, series, previous, task["completed_at"])
+    except dates.OutOfRange:  # its zone changed since, and its dates are past the calendar's edge there
+        return None
     if due is None:
         return None
     columns = dates.due_columns(due, zone_name)
@@ -123,14 +138,19 @@ async def next_occurrence(connection: Connection, task: Row) -> dict[str, Any] |
         "recurrence": task["recurrence"],
         "series_start": task["series_start"],
         "series_index": series.index + 1,
-        "reminders": reminders.compose(reminders.shifted(task["reminders"], delta), columns["due_date"]),
+        "reminders": reminders.compose(reminders.shifted(task["reminders"], delta), columns["due_date"], saturate=True),
         **columns,
     }
 
 
-def preview(task: Row, zone_name: str, count: int) -> list[Any]:
+async def preview(task: Row, zone_name: str, count: int) -> list[Any]:
     """`GET /api/tasks/{id}/occurrences`: the next due dates after the task's own."""
     if task["recurrence"] is None:
         return []
-    upcoming = recurrence.upcoming(series_of(task, zone_name), dates.stored_due(task), count)
+    upcoming = await _off_the_loop(recurrence.upcoming, series_of(task, zone_name), dates.stored_due(task), count)
     return [due if isinstance(due, datetime) else due.isoformat() for due in upcoming]
+
+
+async def _off_the_loop(function: Callable[..., T], *args: Any) -> T:
+    """Run a pure, CPU-bound function in a thread, so the event loop keeps serving meanwhile."""
+    return await asyncio.to_thread(function, *args)

@@ -83,7 +83,7 @@ async def set_time_zone(db: Database, user_id: str, zone_name: str) -> dict[str,
 async def _move_all_day(connection: Connection, task: dict[str, Any], zone_name: str, now: datetime) -> dict[str, Any]:
     """The task with its due moment in the new zone (and its reminders after it): the row written."""
     due_moment = dates.end_of_day(date.fromisoformat(task["all_day"]), zone_name)
-    task["reminders"] = reminders.compose(task["reminders"], due_moment)
+    task["reminders"] = reminders.compose(task["reminders"], due_moment, saturate=True)
     written = await connection.fetch_one(
         MOVE_DUE, {"task_id": task["id"], "due_date": due_moment, "new_reminders": task["reminders"], "now": now}
     )

@@ -75,7 +75,7 @@ async def task_occurrences(db: Database, user_id: str, task_id: int, count: int)
         if task is None:
             raise TaskNotFound()
         zone_name = await scheduling.zone_name_of(connection, task["user_id"], task["time_zone"], to_write=False)
-    return scheduling.preview(task, zone_name, count)
+    return await scheduling.preview(task, zone_name, count)
 
 
 async def create_task(db: Database, user_id: str, fields: Changes) -> dict[str, Any]:

@@ -54,7 +54,7 @@ lease_table: sa.Table = WebhookLease.__table__
 
 CONTENT_TYPE = "application/cloudevents+json"
 USER_AGENT = "task-api-webhooks/1.0"
-# In EVENTS_WEBHOOK_URL, replaced by the user id (URL-encoded): a Dapr sidecar's
+# In EVENTS_WEBHOOK_URL, replaced by the user id (URL-encoded, `.` and `..` too): a Dapr sidecar's
 # `?metadata.partitionKey={subject}` keeps each user's events on one Kafka partition, in order.
 SUBJECT_PLACEHOLDER = "{subject}"
 LEASE_NAME = "events-webhook"  # the row migration 0006 creates
@@ -187,7 +187,12 @@ def retry_delay(failures: int, cap: float, retry_after: float | None = None, ran
 
 
 def url_for(url: str, user_id: str) -> str:
-    return url.replace(SUBJECT_PLACEHOLDER, quote(user_id, safe="")) if SUBJECT_PLACEHOLDER in url else url
+    if SUBJECT_PLACEHOLDER not in url:
+        return url
+    subject = quote(user_id, safe="")
+    if subject in (".", ".."):  # a dot segment: the HTTP client would collapse it and change the path
+        subject = subject.replace(".", "%2E")
+    return url.replace(SUBJECT_PLACEHOLDER, subject)
 
 
 def receiver_name(url: str) -> str:

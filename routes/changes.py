@@ -1,10 +1,11 @@
 """The change feed (contract §10): `GET /changes` to poll with a cursor, `GET /events` to follow it
 live as Server-Sent Events. Mounted by main.py at `/api` and at `/api/{user_id}`, like the tasks."""
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sse_starlette import EventSourceResponse
+from starlette.types import Receive, Scope, Send
 
 import events
 import live
@@ -79,16 +80,16 @@ async def stream_caller(
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() != "bearer" or not token.strip():
             raise Unauthorized("Authorization header must be 'Bearer <JWT>'.", token_given=False)
-    elif access_token:
+    elif access_token and access_token.strip():
         token = access_token
     else:
         raise Unauthorized(
             "No token: send Authorization: Bearer <JWT>, or ?access_token=<JWT> from a browser's EventSource.",
             token_given=False,
         )
+    token = token.strip()  # once, for both the check and the expiry (blanks around a pasted token)
     principal = await verify_token(request, token)
     request.state.token_expires_at = expiry_of(token)
     return principal
@@ -142,12 +143,30 @@ async def stream_events(
 ) -> Response:
     db = database_of(request)
     notifier: live.ChangeNotifier = request.app.state.change_notifier
-    notifier.check_room(user.user_id)
-    async with db.connect() as connection:
+    slot = notifier.reserve(user.user_id)  # before any await: streams opened together are counted
+    try:
         if last_event_id is not None or since is not None:
             start = parse_cursor(*((last_event_id, "Last-Event-ID") if last_event_id is not None else (since, "since")))
-            backlog = await events.changes_since(connection, user.user_id, start, live.STREAM_PAGE)
+            backlog = await live.read_page(db, user.user_id, start)
         else:
-            start, backlog = await events.current_seq(connection, user.user_id), ([], False)
-    stream = live.follow(db, notifier, user.user_id, start, backlog, request.state.token_expires_at)
-    return EventSourceResponse(stream, ping=PING_SECONDS, headers={"Cache-Control": "no-store"})
+            start, backlog = await live.read_position(db, user.user_id), ([], False)
+    except BaseException:
+        slot.release()
+        raise
+    stream = live.follow(db, slot, start, backlog, request.state.token_expires_at)
+    return StreamResponse(slot, stream, ping=PING_SECONDS, headers={"Cache-Control": "no-store"})
+
+
+class StreamResponse(EventSourceResponse):
+    """The stream, giving its slot back when the response is over, also when the stream never
+    started (the client was gone before the first event: the generator never ran)."""
+
+    def __init__(self, slot: live.StreamSlot, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()

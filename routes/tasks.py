@@ -309,9 +309,9 @@ async def move_task(
     "/tasks/{task_id}/occurrences",
     response_model=list[str],
     summary="Preview the next due dates of a recurring task",
-    description="The next due dates the task's rule gives after its own due date (fewer when the series ends; "
-    "`[]` for a task that does not recur), in the format of `due_date`. For `from: completion` each occurrence "
-    "is taken as completed on its due date.",
+    description="The next due dates the task's rule gives after its own due date (fewer when the series ends, "
+    "or for a rule so sparse that they would span centuries; `[]` for a task that does not recur), in the format "
+    "of `due_date`. For `from: completion` each occurrence is taken as completed on its due date.",
     responses=TASK_NOT_FOUND,
 )
 async def task_occurrences(

@@ -7,7 +7,9 @@ The app is called in-process (raw ASGI), so a stream can be cancelled at chosen 
 import asyncio
 import random
 
+import events
 import queries
+import store
 from conftest import make_settings, mint_token
 from main import create_app
 
@@ -71,3 +73,41 @@ def test_streams_cancelled_at_any_moment_never_cost_a_write(database_url):
     assert other == []  # no 503 (a write lock left held) and no 500 (a BEGIN inside a transaction)
     assert listed == len(created) == ROUNDS  # every acknowledged write is there
     assert streams <= {200, None}  # never a 429: each cancelled stream gave back its slot (2 per user here)
+
+
+BACKLOG_EVENTS = 3000  # six pages of live.STREAM_PAGE
+BACKLOG_ROUNDS = 60
+
+
+def test_streams_cut_mid_backlog_give_their_connections_back_clean(database_url):
+    """A stream far behind reads its backlog page after page; a client that goes away meanwhile
+    cancels it mid-read. Its connection must go back to the pool clean, not be discarded (five such
+    streams dropping at once took half a worker's pool), and the writes around it must all land."""
+    user = f"backlog_{random.Random().getrandbits(32):08x}"
+    token = mint_token(user)
+    chance = random.Random(16)
+
+    async def scenario():
+        app = create_app(make_settings(database_url, event_streams_per_user=BACKLOG_ROUNDS))
+        async with app.router.lifespan_context(app):
+            database = app.state.database
+            task = await store.create_task(database, user, {"title": "a task with a typical payload", "tags": ["home"]})
+            async with database.transaction(writer=user) as connection:
+                await events.record(connection, user, [(events.TASK_UPDATED, task["id"], store.public(task))] * BACKLOG_EVENTS)
+            pool = database.pool
+            discarded_before, statuses, created = pool.discarded, [], 0
+            for round_number in range(BACKLOG_ROUNDS):
+                streams = [call(app, scope_of("GET", "/api/events", token, "since=v1.0"), cancel_after=chance.uniform(0, 0.15))
+                           for _ in range(5)]  # five at once, as in the report
+                body = b'{"title": "write %d"}' % round_number
+                write = call(app, scope_of("POST", "/api/tasks", token, body=body), body)
+                *stream_statuses, write_status = await asyncio.gather(*streams, write)
+                statuses += stream_statuses
+                created += write_status == 201
+            listed = await queries.list_tasks(database, queries.TaskFilter(user), "created_at", True, 500, 0)
+            return pool.discarded - discarded_before, set(statuses), created, len(listed.tasks)
+
+    discarded, statuses, created, listed = asyncio.run(scenario())
+    assert discarded == 0
+    assert statuses <= {200, None}
+    assert created == BACKLOG_ROUNDS and listed == BACKLOG_ROUNDS + 1  # every write acknowledged and there

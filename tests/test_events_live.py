@@ -227,6 +227,25 @@ def test_a_stream_needs_a_valid_token(instances, token):
     assert response.status_code == 401 and response.json()["error_code"] == "UNAUTHORIZED"
 
 
+@pytest.mark.parametrize("blank", [" ", "\n", "\t", " \t\n"])  # sent as %20, %0A, %09
+def test_a_token_with_blanks_around_it_is_trimmed_never_a_500(instances, blank):
+    a_server, _ = instances
+    _, token = new_user()
+    for spelled in (f"{blank}{token}", f"{token}{blank}", f"{blank}{token}{blank}"):
+        with open_stream(a_server, spelled) as stream:
+            assert stream.status_code == 200, stream.error_body
+    with open_stream(a_server, f" \t {token}", header=True) as stream:  # the header's blanks too (inner ones:
+        assert stream.status_code == 200, stream.error_body              # HTTP clients drop the outer ones)
+    response = httpx.get(f"{a_server.url}/api/events", params={"access_token": blank}, timeout=10)
+    assert response.status_code == 401 and response.json()["error_code"] == "UNAUTHORIZED"
+
+
+def test_a_token_that_expires_after_the_year_9999_streams(instances):
+    a_server, _ = instances
+    with open_stream(a_server, mint_token(f"live_{uuid.uuid4().hex[:10]}", exp=10**400)) as stream:
+        assert stream.status_code == 200, stream.error_body
+
+
 def test_an_expired_or_malformed_cursor_is_refused_before_the_stream_starts(instances):
     a_server, _ = instances
     _, token = new_user()
@@ -251,6 +270,62 @@ def test_too_many_streams_for_one_user_is_a_429(instances):
     time.sleep(0.5)
     with open_stream(b_server, token) as again:  # a closed stream frees its place
         assert again.status_code == 200
+
+
+SIMULTANEOUS_OPENS = 40
+ROUNDS_OF_OPENS = 5
+
+
+def open_together(server: LiveServer, token: str, count: int, **params) -> list[SseStream]:
+    """`count` streams of one user opened at the same moment (a barrier), each answered."""
+    streams: list[SseStream] = [open_stream(server, token, **params) for _ in range(count)]
+    barrier = threading.Barrier(count)
+
+    def start(index: int) -> None:
+        barrier.wait()
+        streams[index].__enter__()
+
+    run_in_threads(count, start)
+    return streams
+
+
+def close_all(streams: list[SseStream]) -> None:
+    run_in_threads(len(streams), lambda index: streams[index].close())
+
+
+def test_streams_opened_at_the_same_moment_are_held_to_the_limit_and_all_given_back(instances):
+    _, b_server = instances  # one worker: every stream lands in the same process (EVENT_STREAMS_PER_USER=3)
+    for round_number in range(ROUNDS_OF_OPENS):
+        _, token = new_user()
+        params = {"since": "v1.0"} if round_number % 2 else {}  # with a backlog read before the stream, or not
+        streams = open_together(b_server, token, SIMULTANEOUS_OPENS, **params)
+        statuses = Counter(stream.status_code for stream in streams)
+        close_all(streams)
+        assert statuses == {200: 3, 429: SIMULTANEOUS_OPENS - 3}, f"round {round_number}: {statuses}"
+        assert statuses_once_closed(b_server, token, 4) == {200: 3, 429: 1}, f"round {round_number}, after closing"
+
+
+def statuses_once_closed(server: LiveServer, token: str, count: int) -> Counter:
+    """The statuses of `count` streams opened together, once the server has seen earlier ones hang up
+    (within 5 s)."""
+    deadline = time.monotonic() + 5
+    while True:
+        time.sleep(0.2)
+        streams = open_together(server, token, count)
+        statuses = Counter(stream.status_code for stream in streams)
+        close_all(streams)
+        if statuses[200] == min(count, 3) or time.monotonic() > deadline:
+            return statuses
+
+
+def test_streams_that_never_start_give_their_place_back(instances):
+    _, b_server = instances
+    _, token = new_user()
+    refused = open_together(b_server, token, 12, since="v1.999999")  # 410 before the stream begins
+    malformed = open_together(b_server, token, 12, since="not-a-cursor")  # 422
+    assert {stream.status_code for stream in refused} <= {410, 429} and {stream.status_code for stream in malformed} <= {422, 429}
+    close_all(refused + malformed)
+    assert statuses_once_closed(b_server, token, 3) == {200: 3}
 
 
 def test_the_access_token_never_reaches_the_logs(instances):

@@ -1,5 +1,6 @@
 """The MCP server at /mcp (contract §11), driven by the official SDK's own client over real HTTP
 against the real service (uvicorn in a subprocess), on SQLite and on PostgreSQL."""
+import json
 import time
 import uuid
 from typing import Any
@@ -398,6 +399,36 @@ def test_the_protected_resource_document_needs_no_token(server):
         assert document["resource"] == server.url + "/mcp"
         assert document["bearer_methods_supported"] == ["header"]
         assert "authorization_servers" not in document  # no BETTER_AUTH_URL on this server
+
+
+def test_without_public_url_what_names_the_host_is_never_cached(database_url):
+    """Without PUBLIC_URL the discovery document and the challenge take the request's Host: a shared
+    cache must not keep one naming a forged host (with PUBLIC_URL they name it, whatever the Host)."""
+    forged = {"Host": "evil.example"}
+    with TestClient(create_app(make_settings(database_url))) as client:
+        document = client.get(METADATA_PATH, headers=forged)
+        unauthorized = client.post("/mcp", json=initialize_body(), headers={**MCP_HEADERS, **forged})
+    assert document.json()["resource"] == "http://evil.example/mcp"
+    assert 'resource_metadata="http://evil.example/' in unauthorized.headers["WWW-Authenticate"]
+    for response in (document, unauthorized):
+        assert response.headers["Cache-Control"] == "no-store" and "Host" in response.headers["Vary"]
+    with TestClient(create_app(make_settings(database_url, public_url="https://tasks.example.com"))) as client:
+        document = client.get(METADATA_PATH, headers=forged)
+        unauthorized = client.post("/mcp", json=initialize_body(), headers={**MCP_HEADERS, **forged})
+    assert document.json()["resource"] == "https://tasks.example.com/mcp"
+    assert 'resource_metadata="https://tasks.example.com/' in unauthorized.headers["WWW-Authenticate"]
+    assert "no-store" not in document.headers.get("Cache-Control", "")
+
+
+def test_the_start_log_says_loudly_that_public_url_is_unset(database_url, capsys):
+    for public_url in (None, "https://tasks.example.com"):
+        with TestClient(create_app(make_settings(database_url, public_url=public_url, log_level="INFO"))):
+            pass
+        warnings = [json.loads(line) for line in capsys.readouterr().out.splitlines() if "PUBLIC_URL" in line]
+        if public_url is None:
+            assert [(entry["level"], entry["setting"]) for entry in warnings] == [("warning", "PUBLIC_URL")]
+        else:
+            assert warnings == []
 
 
 def test_the_protected_resource_document_names_better_auth_and_the_public_url(database_url):

@@ -1,7 +1,11 @@
 """Recurrence and due dates as pure functions, with fixed clocks: no database, no server."""
-from datetime import date, datetime, timezone
+import random
+import re
+import time
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from dateutil import rrule as du
 from dateutil import tz as dateutil_tz
 
 import dates
@@ -186,3 +190,136 @@ def test_a_rule_that_never_matches_has_no_next_occurrence(rule):
 def test_a_sparse_rule_still_finds_its_next_occurrence():
     monday_leap_day = series("FREQ=DAILY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO", date(2016, 2, 29))
     assert next_due(monday_leap_day, date(2016, 2, 29), utc(2016, 3, 1)) == date(2044, 2, 29)
+
+
+# ----------------------------------------------------------------------------- far-past anchors (bounded work)
+
+FAST_SECONDS = 0.5  # walking from the anchor took seconds (0003 to 2026, daily: 1.5 s a step); now milliseconds
+
+
+def timed(function, *args):
+    started = time.perf_counter()
+    result = function(*args)
+    elapsed = time.perf_counter() - started
+    assert elapsed < FAST_SECONDS, f"took {elapsed:.2f} s"
+    return result
+
+
+def test_a_daily_series_anchored_in_the_year_3_moved_to_next_week_answers_fast():
+    daily = series("FREQ=DAILY", utc(3, 1, 1, 9))
+    assert timed(upcoming, daily, utc(2026, 6, 1, 9), 50)[:3] == [utc(2026, 6, 2, 9), utc(2026, 6, 3, 9), utc(2026, 6, 4, 9)]
+    assert timed(next_due, daily, utc(3, 1, 1, 9), utc(2026, 6, 1, 12)) == utc(2026, 6, 2, 9)  # completed 2023 years late
+
+
+def test_interval_3_keeps_its_phase_from_an_anchor_in_the_year_1():
+    every_three = series("FREQ=DAILY;INTERVAL=3", utc(1, 1, 1, 9), "Europe/Berlin")  # 09:00 UTC is 09:53 LMT there
+    anchor_day = date(1, 1, 1).toordinal()
+    found = timed(upcoming, every_three, utc(2026, 6, 1, 9), 20)
+    assert len(found) == 20 and all((dates.wall_time(due, "Europe/Berlin").toordinal() - anchor_day) % 3 == 0 for due in found)
+    assert [b - a for a, b in zip(found, found[1:])] == [timedelta(days=3)] * 19  # no DST change in June
+
+
+def test_weekly_interval_2_keeps_its_phase_from_an_anchor_in_the_year_3():
+    fortnightly = series("FREQ=WEEKLY;INTERVAL=2", date(3, 1, 1))
+    found = timed(upcoming, fortnightly, date(2026, 6, 1), 10)
+    assert all((day - date(3, 1, 1)).days % 14 == 0 for day in found) and found[0] - date(2026, 6, 1) <= timedelta(days=14)
+    with_days = series("FREQ=WEEKLY;INTERVAL=2;BYDAY=TU,TH;WKST=SU", date(2, 12, 30))  # a Tuesday
+    found = timed(upcoming, with_days, date(2026, 6, 1), 6)
+    weeks = {(day - date(2, 12, 28)).days // 7 % 2 for day in found}  # weeks from the Sunday before the anchor
+    assert weeks == {0} and {day.weekday() for day in found} == {1, 3}
+
+
+def test_monthly_bysetpos_from_the_year_1_is_the_last_workday_of_each_month():
+    workday = series("FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1", date(1, 1, 31))
+    assert timed(upcoming, workday, date(2026, 6, 30), 3) == [date(2026, 7, 31), date(2026, 8, 31), date(2026, 9, 30)]
+
+
+def test_count_still_counts_from_an_anchor_in_the_year_3():
+    yearly = series("FREQ=YEARLY;COUNT=2030", date(3, 3, 1))  # years 3 to 2032
+    assert timed(upcoming, yearly, date(2026, 3, 1), 10) == [date(year, 3, 1) for year in range(2027, 2033)]
+    ended = series("FREQ=DAILY;COUNT=10000", utc(2, 1, 1, 9))  # ended in the year 29
+    assert timed(next_due, ended, utc(2026, 6, 1, 9), utc(2026, 6, 1, 10)) is None
+    monthly = series("FREQ=MONTHLY;BYMONTHDAY=1,15;COUNT=9999", date(1, 1, 1))  # the 9999th is 0417-08-01
+    assert timed(upcoming, monthly, date(417, 6, 15), 5) == [date(417, 7, 1), date(417, 7, 15), date(417, 8, 1)]
+
+
+def test_from_completion_with_an_anchor_in_the_year_1():
+    every_three = series("FREQ=DAILY;INTERVAL=3", utc(1, 1, 1, 9), from_completion=True)
+    assert timed(next_due, every_three, utc(2026, 3, 7, 9), utc(2026, 3, 10, 18, 45)) == utc(2026, 3, 13, 9)
+    assert len(timed(upcoming, every_three, utc(2026, 3, 7, 9), 50)) == 50
+
+
+@pytest.mark.parametrize(
+    "rule", ["FREQ=DAILY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO", "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=30",
+             "FREQ=YEARLY;BYMONTH=2;BYMONTHDAY=29;BYDAY=MO;COUNT=10000", "FREQ=DAILY;BYMONTH=2;BYMONTHDAY=29;COUNT=10000"],
+)
+def test_sparse_rules_from_the_year_1_are_bounded_too(rule):
+    for anchor, due in ((date(1, 1, 1), date(2026, 3, 1)), (date(1, 1, 1), date(9000, 1, 1))):
+        timed(upcoming, series(rule, anchor), due, 50)
+        timed(upcoming, series(rule, anchor, from_completion=True), due, 50)
+
+
+def brute_force_next(rule: str, anchor, previous, not_before) -> object:
+    """The reference: the whole series walked from its anchor, as dateutil gives it."""
+    text = rule if "WKST" in rule else rule + ";WKST=MO"
+    anchor_wall = anchor if isinstance(anchor, datetime) else datetime.combine(anchor, datetime.min.time())
+    previous_wall = previous if isinstance(previous, datetime) else datetime.combine(previous, datetime.min.time())
+    count = re.search(r"COUNT=(\d+)", text)
+    text = re.sub(r";COUNT=\d+", "", text)
+    horizon = previous_wall.replace(tzinfo=None, year=previous_wall.year + 40)
+    walls = du.rrulestr("RRULE:" + text, dtstart=anchor_wall.replace(tzinfo=None)).replace(until=horizon)
+    for index, wall in enumerate(walls, start=1):
+        if count and index > int(count.group(1)):
+            return None
+        due = wall.replace(tzinfo=timezone.utc) if isinstance(anchor, datetime) else wall.date()
+        moment = due if isinstance(due, datetime) else dates.end_of_day(due, "UTC")
+        if wall > previous_wall.replace(tzinfo=None) and moment > not_before:
+            return due
+    return NOTHING_WITHIN_40_YEARS
+
+
+NOTHING_WITHIN_40_YEARS = object()
+
+
+def random_rule(chance: random.Random) -> str:
+    """A rule that matches (dateutil walks a rule that never does to the year 9999, past UNTIL too)."""
+    freq = chance.choice(["DAILY", "WEEKLY", "MONTHLY", "YEARLY"])
+    parts = [f"FREQ={freq}", f"INTERVAL={chance.choice([1, 1, 2, 3, 5, 7])}"]
+    if chance.random() < 0.4:
+        if freq == "DAILY":
+            parts[1] = f"INTERVAL={chance.choice([1, 2, 3])}"  # 7 days apart, on another weekday: never
+        parts.append("BYDAY=" + ",".join(chance.sample(list(WEEKDAY_NAMES), chance.randint(1, 3))))
+    if freq != "WEEKLY" and chance.random() < 0.3:
+        parts.append(f"BYMONTHDAY={chance.choice([1, 15, 28, -1])}")
+    if freq in ("DAILY", "YEARLY") and chance.random() < 0.3:
+        parts.append(f"BYMONTH={chance.randint(1, 12)}")
+    if len(parts) > 2 and chance.random() < 0.3:
+        parts.append(f"BYSETPOS={chance.choice([1, -1])}")
+    if chance.random() < 0.3:
+        parts.append(f"COUNT={chance.randint(1, 200)}")
+    if chance.random() < 0.3:
+        parts.append(f"WKST={chance.choice(list(WEEKDAY_NAMES))}")
+    return ";".join(parts)
+
+
+WEEKDAY_NAMES = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+
+
+def test_walking_from_near_the_due_date_gives_what_walking_the_whole_series_gives():
+    chance = random.Random(23)
+    for _ in range(600):
+        rule = random_rule(chance)
+        start_year = chance.choice([1, 2, 400, 1999, 2024, 9900])
+        anchor = date(start_year, chance.randint(1, 12), chance.randint(1, 28))
+        if chance.random() < 0.5:
+            anchor = datetime.combine(anchor, datetime.min.time(), timezone.utc) + timedelta(hours=chance.randint(0, 23))
+        previous = anchor + timedelta(days=chance.randint(0, 400 * 7))
+        late = timedelta(days=chance.choice([0, 0, 3, 40, 700]), hours=chance.randint(0, 30))
+        moment = previous if isinstance(previous, datetime) else dates.end_of_day(previous, "UTC") - timedelta(seconds=1)
+        not_before = moment + late
+        expected = brute_force_next(rule, anchor, previous, not_before)
+        found = next_due(series(rule, anchor), previous, not_before)
+        if expected is NOTHING_WITHIN_40_YEARS:  # a rule that never matches, or (rarely) decades apart
+            assert found is None or found - previous > timedelta(days=40 * 365), (rule, anchor, previous, not_before)
+        else:
+            assert found == expected, (rule, anchor, previous, not_before)

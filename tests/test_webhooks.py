@@ -193,6 +193,21 @@ def test_retry_pauses_grow_with_jitter_up_to_the_cap():
     assert webhooks.retry_delay(1, 60, retry_after=3600, rand=lambda: 0.0) == 60  # but never past the cap
 
 
+@pytest.mark.slow
+def test_a_subject_of_dots_stays_one_path_segment(backend, scratch_database, receiver):
+    """A `sub` of `.` or `..` in a `{subject}` path segment: the HTTP client collapses dot segments,
+    so unencoded they would post to another path (`/hooks/events` or `/events`)."""
+    receiver.path = "/hooks/{subject}/events"
+    env = webhook_env(receiver, EVENTS_WEBHOOK_URL=receiver.url)
+    with LiveServer(scratch_database(backend), secret=TEST_SECRET, env=env) as server:
+        for user_id in (".", ".."):
+            with api(server, user_id) as client:
+                assert client.post("/api/tasks", json={"title": f"from {user_id}"}).status_code == 201
+        receiver.wait_for(lambda: len(task_events([request.event for request in receiver.acknowledged()])) == 2)
+    assert {request.path for request in receiver.requests} == {"/hooks/%2E/events", "/hooks/%2E%2E/events"}
+    assert {request.event["subject"] for request in receiver.requests} == {".", ".."}
+
+
 def test_subject_in_the_url_is_the_url_encoded_user_id():
     url = "http://localhost:3500/v1.0/publish/pubsub/tasks?metadata.partitionKey={subject}"
     assert webhooks.url_for(url, "user/1 &x") == url.replace("{subject}", "user%2F1%20%26x")

@@ -93,7 +93,7 @@ def test_streams_cut_mid_backlog_give_their_connections_back_clean(database_url)
             database = app.state.database
             task = await store.create_task(database, user, {"title": "a task with a typical payload", "tags": ["home"]})
             async with database.transaction(writer=user) as connection:
-                await events.record(connection, user, [(events.TASK_UPDATED, task["id"], store.public(task))] * BACKLOG_EVENTS)
+                await events.record(connection, user, [events.to_user(user, events.TASK_UPDATED, task["id"], store.public(task))] * BACKLOG_EVENTS)
             pool = database.pool
             discarded_before, statuses, created = pool.discarded, [], 0
             for round_number in range(BACKLOG_ROUNDS):

@@ -13,6 +13,7 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+import chat
 import events
 from auth import TokenVerifier
 import metrics
@@ -39,9 +40,10 @@ from middleware import (
     QueryGuardMiddleware,
     RequestContextMiddleware,
 )
-from ratelimit import RateLimitMiddleware, RedisCounter
+from ratelimit import RateLimitMiddleware, RedisCounter, UserLimit
 from responses import FastJSONResponse
 from routes import changes, health, lists, tasks
+from routes import chat as chat_routes
 from routes import metrics as metrics_route
 from routes import reminders as reminder_routes
 from routes import settings as settings_routes
@@ -130,6 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await task
         metrics.worker_stopped()
         await app.state.database.close()
+        await app.state.assistant.close()
         if app.state.shared_rate_counter is not None:
             await app.state.shared_rate_counter.close()
 
@@ -152,10 +155,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.change_notifier = ChangeNotifier(app.state.database, settings.event_streams_per_user)
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
     app.state.mcp = mcp_server.McpEndpoint(settings, app.state.database, app.state.token_verifier)
+    app.state.assistant = chat.Assistant(settings, app.state.database)
+    app.state.chat_limit = UserLimit("chat", settings.chat_rate_limit_per_minute, app.state.shared_rate_counter)
 
     forbidden = {403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}}
     for router, tag in ((tasks.router, "tasks"), (lists.router, "lists"), (settings_routes.router, "settings"),
-                        (reminder_routes.router, "reminders")):
+                        (reminder_routes.router, "reminders"), (chat_routes.router, "chat")):
         app.include_router(router, prefix="/api", tags=[tag], responses=COMMON_ERRORS)
         app.include_router(
             router,

@@ -81,6 +81,7 @@ class ScriptedModel:
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._turns: list[Turn] = []
+        self._default: Turn | None = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -97,10 +98,12 @@ class ScriptedModel:
         self._server.shutdown()
         self._server.server_close()
 
-    def script(self, *turns: Turn) -> "ScriptedModel":
-        """Replace the script (and forget the requests seen so far)."""
+    def script(self, *turns: Turn, then: Turn | None = None) -> "ScriptedModel":
+        """Replace the script (and forget the requests seen so far). `then`: the turn of every call
+        after the script (default: the text "OK"), e.g. a model that keeps failing."""
         with self._lock:
             self._turns = list(turns)
+            self._default = then
             self.requests.clear()
             self.headers.clear()
         return self
@@ -112,7 +115,7 @@ class ScriptedModel:
     def _next(self, request: dict[str, Any]) -> Answer | Failure:
         with self._lock:
             self.requests.append(request)
-            turn = self._turns.pop(0) if self._turns else text("OK")
+            turn = self._turns.pop(0) if self._turns else self._default or text("OK")
         return turn(request) if callable(turn) else turn
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:

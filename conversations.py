@@ -32,9 +32,10 @@ _OWNER = _c.user_id == sa.bindparam("owner")
 
 FIND = sa.select(*CONVERSATION_COLUMNS).where(_c.id == sa.bindparam("conversation_id"), _OWNER)
 FIND_BY_THREAD = sa.select(*CONVERSATION_COLUMNS).where(_c.thread_id == sa.bindparam("thread_id"), _OWNER)
-NEWEST_FIRST = (
-    sa.select(*CONVERSATION_COLUMNS).where(_OWNER).order_by(_c.updated_at.desc(), _c.id.desc())
+NEWEST_FIRST, OLDEST_FIRST = (
+    sa.select(*CONVERSATION_COLUMNS).where(_OWNER).order_by(*order)
     .limit(sa.bindparam("limit")).offset(sa.bindparam("offset"))
+    for order in ((_c.updated_at.desc(), _c.id.desc()), (_c.updated_at, _c.id))
 )
 INSERT = sa.insert(conversation_table).values(
     user_id=sa.bindparam("owner"), thread_id=sa.bindparam("thread_id"), title=sa.bindparam("title"),
@@ -133,9 +134,11 @@ async def get(db: Database, user_id: str, conversation_id: int) -> Row:
         return await find(connection, user_id, conversation_id)
 
 
-async def newest_first(db: Database, user_id: str, limit: int, offset: int = 0) -> list[Row]:
+async def newest_first(db: Database, user_id: str, limit: int, offset: int = 0, *, oldest_first: bool = False) -> list[Row]:
+    """The user's conversations by their last message: newest first (or oldest first)."""
+    statement = OLDEST_FIRST if oldest_first else NEWEST_FIRST
     async with db.connect() as connection:
-        return await connection.fetch_all(NEWEST_FIRST, {"owner": user_id, "limit": limit, "offset": offset})
+        return await connection.fetch_all(statement, {"owner": user_id, "limit": limit, "offset": offset})
 
 
 async def rename(db: Database, user_id: str, conversation_id: int, title: str | None) -> None:

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 import chat
+import chatkit_server
 import events
 from auth import TokenVerifier
 import metrics
@@ -44,6 +45,7 @@ from ratelimit import RateLimitMiddleware, RedisCounter, UserLimit
 from responses import FastJSONResponse
 from routes import changes, health, lists, tasks
 from routes import chat as chat_routes
+from routes import chatkit as chatkit_routes
 from routes import metrics as metrics_route
 from routes import reminders as reminder_routes
 from routes import settings as settings_routes
@@ -156,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
     app.state.mcp = mcp_server.McpEndpoint(settings, app.state.database, app.state.token_verifier)
     app.state.assistant = chat.Assistant(settings, app.state.database)
+    app.state.chatkit = chatkit_server.TaskChatKitServer(app.state.assistant)
     app.state.chat_limit = UserLimit("chat", settings.chat_rate_limit_per_minute, app.state.shared_rate_counter)
 
     forbidden = {403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}}
@@ -179,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         changes.stream_router, prefix="/api/{user_id}", tags=["user-changes"],
         dependencies=[Depends(changes.require_path_stream_user)], responses={**COMMON_ERRORS, **forbidden},
     )
+    app.include_router(chatkit_routes.router, responses=COMMON_ERRORS)
     app.include_router(health.router)  # after the API: routes are matched in order, the API is busier
     app.include_router(metrics_route.router)
     app.include_router(mcp_server.router)

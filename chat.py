@@ -18,7 +18,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents import Agent, FunctionTool, ItemHelpers, MessageOutputItem, RunConfig, Runner, ToolsToFinalOutputResult
+import openai
+from agents import (
+    Agent, FunctionTool, ItemHelpers, MessageOutputItem, OpenAIChatCompletionsModel, RunConfig, Runner,
+    ToolsToFinalOutputResult,
+)
 from agents.run_config import ToolExecutionConfig
 
 import chat_keys
@@ -83,25 +87,33 @@ ChatEvent = TextDelta | ToolStarted | ToolFinished | Finished | Failed
 
 
 class Assistant:
-    """What every turn shares: settings, database, and the model client (one per app, pooled)."""
+    """What every turn shares: settings, database, and the model client (pooled connections)."""
 
     def __init__(self, settings: Settings, database: Database):
         self.settings = settings
         self.database = database
-        self.client = chat_model.model_client(settings) if settings.chat_configured else None
-        self.model = chat_model.chat_model(settings, self.client) if self.client is not None else None
+        self._client: openai.AsyncOpenAI | None = None
+        self._model: OpenAIChatCompletionsModel | None = None
 
     def require_configured(self) -> None:
-        if self.model is None:
+        if not self.settings.chat_configured:
             raise ChatNotConfigured()
+
+    @property
+    def model(self) -> OpenAIChatCompletionsModel:
+        """The model, on a client made at first use (again after close(): an app may run several lifespans)."""
+        if self._model is None or self._client is None or self._client.is_closed():
+            self._client = chat_model.model_client(self.settings)
+            self._model = chat_model.chat_model(self.settings, self._client)
+        return self._model
 
     @property
     def lease_seconds(self) -> float:
         return self.settings.chat_timeout_seconds
 
     async def close(self) -> None:
-        if self.client is not None:
-            await self.client.close()
+        if self._client is not None:
+            await self._client.close()
 
 
 @dataclass

@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from chat_support import model  # noqa: F401 (fixture: the scripted model the chat routes talk to)
 from conftest import make_settings, mint_token
 from main import create_app
 
@@ -72,8 +73,10 @@ LABELS = sorted({label for label, _ in CASES})
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(backend, scratch_database):
-    return create_app(make_settings(scratch_database(backend)))
+def fuzz_app(backend, scratch_database, model):
+    """Chat configured with the scripted model (it answers "OK"): a chat route reaches the model."""
+    settings = make_settings(scratch_database(backend), openai_base_url=model.base_url, chat_rate_limit_per_minute=0)
+    return create_app(settings)
 
 
 @pytest.fixture(scope="module")
@@ -101,14 +104,16 @@ def test_operation_answers_as_documented(api_schema, fuzz_client, backend, label
     if "{user_id}" in operation.path:
         path_ids = st.fixed_dictionaries({"user_id": st.sampled_from([FUZZ_USER] * 4 + [None])})
     wants_task = "{task_id}" in operation.path
+    wants_conversation = "{conversation_id}" in operation.path
 
     # Mostly a live task: the draws shift with every constant in the code base (Hypothesis samples
     # them), and a fair coin over 4 examples could leave a route without a single 2xx.
     real_task = st.sampled_from([True, True, True, False]) if wants_task else st.just(False)
+    real_conversation = st.sampled_from([True, True, True, False]) if wants_conversation else st.just(False)
 
-    @given(case=operation.as_strategy(MODES[mode]), ids=path_ids, real_task=real_task)
+    @given(case=operation.as_strategy(MODES[mode]), ids=path_ids, real_task=real_task, real_conversation=real_conversation)
     @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
-    def run(case, ids, real_task):
+    def run(case, ids, real_task, real_conversation):
         for name, value in ids.items():
             if value is not None:
                 case.path_parameters[name] = value
@@ -116,6 +121,10 @@ def test_operation_answers_as_documented(api_schema, fuzz_client, backend, label
             created = fuzz_client.post("/api/tasks", json={"title": "fuzz target", "tags": ["fuzz"]}, headers=AUTH)
             assert created.status_code == 201, created.text
             case.path_parameters["task_id"] = created.json()["id"]
+        if real_conversation:
+            started = fuzz_client.post("/api/chat", json={"message": "fuzz target"}, headers=AUTH)
+            assert started.status_code == 200, started.text
+            case.path_parameters["conversation_id"] = started.json()["conversation_id"]
         auth = auth_for(operation.path)
         response = case.call(headers=auth)
         SEEN[backend][(label, response.status_code)] += 1

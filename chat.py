@@ -30,7 +30,7 @@ import chat_model
 import conversations
 import settings_store
 from auth import Principal
-from chat_model import ChatNotConfigured
+from chat_events import ChatEvent, Failed, Finished, TextDelta, ToolFinished, ToolStarted
 from config import Settings
 from db import Connection, Database, DatabaseUnavailable, Row
 from errors import ApiError, InternalError, database_unavailable
@@ -45,44 +45,6 @@ CAPPED_ANSWER = (
 )
 
 
-# ------------------------------------------------------------------------------------------ events
-
-
-@dataclass(frozen=True)
-class TextDelta:
-    segment: int  # one per message the model writes in the turn (a stream's text part)
-    text: str
-
-
-@dataclass(frozen=True)
-class ToolStarted:
-    call_id: str
-    tool: str
-    arguments: Any
-
-
-@dataclass(frozen=True)
-class ToolFinished:
-    call_id: str
-    tool: str
-    result: dict[str, Any]
-    failed: bool
-
-
-@dataclass(frozen=True)
-class Finished:
-    answer: dict[str, Any]  # {conversation_id, response, tool_calls}: the JSON route's body
-    message: Row  # the assistant message stored
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: ApiError
-
-
-ChatEvent = TextDelta | ToolStarted | ToolFinished | Finished | Failed
-
-
 # ---------------------------------------------------------------------------------------- the turn
 
 
@@ -94,10 +56,6 @@ class Assistant:
         self.database = database
         self._client: openai.AsyncOpenAI | None = None
         self._model: OpenAIChatCompletionsModel | None = None
-
-    def require_configured(self) -> None:
-        if not self.settings.chat_configured:
-            raise ChatNotConfigured()
 
     @property
     def model(self) -> OpenAIChatCompletionsModel:

@@ -7,6 +7,7 @@ OpenAIChatCompletionsModel), which OpenAI, Gemini's OpenAI endpoint, Ollama, vLL
 offer. The history is built here from our own rows, not by the SDKs' converters: ChatKit's simple
 conversion hands earlier assistant messages over in a shape the Chat Completions converter refuses.
 """
+import functools
 import json
 import logging
 from datetime import datetime
@@ -18,40 +19,20 @@ from agents import OpenAIChatCompletionsModel
 from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError
 
 import dates
+from chat_events import ChatUnavailable
 from config import Settings
 from db import Row
-from errors import ApiError
 from mcp_tools import TOOLS
 from responses import to_json
 
 log = logging.getLogger("task_api.chat")
 
-RETRY_AFTER_SECONDS = "10"
 MODEL_RETRIES = 1  # the model client's own retries of a refused connection or a 429/5xx, within the deadline
 # A tool's result as the model reads it again on a later turn; past this, cut (a long list_tasks).
 HISTORY_RESULT_CHARS = 4000
 # Ollama and other local servers take any key; the OpenAI client insists on one.
 KEYLESS_PLACEHOLDER = "no-key"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-
-
-class ChatNotConfigured(ApiError):
-    status_code, error_code = 503, "CHAT_NOT_CONFIGURED"
-    detail = (
-        "Chat is not configured on this server: set OPENAI_API_KEY (OpenAI, Gemini) and/or OPENAI_BASE_URL "
-        "(any Chat Completions server, e.g. Ollama at http://localhost:11434/v1), and CHAT_MODEL."
-    )
-
-
-class ChatUnavailable(ApiError):
-    status_code, error_code = 503, "CHAT_UNAVAILABLE"
-
-    def __init__(self, why: str):
-        super().__init__(
-            f"The assistant's model {why}. Your message and anything the assistant already did are saved in "
-            f"the conversation; retry after the seconds in Retry-After.",
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
-        )
 
 
 def model_client(settings: Settings) -> openai.AsyncOpenAI:
@@ -107,11 +88,23 @@ def instructions(zone_name: str, now: datetime | None = None) -> str:
     )
 
 
+@functools.cache
 def tool_schema(name: str) -> dict[str, Any]:
-    """A tool's input schema for the model: the MCP one without `user_id` (the model never needs
-    it: the tools act for the caller; one sent anyway must equal the caller's)."""
-    schema = json.loads(json.dumps(TOOLS[name].input_schema))
+    """A tool's input schema for the model (made once): the MCP one without `user_id` (the model never
+    needs it: the tools act for the caller; one sent anyway must equal the caller's), and without
+    pydantic's generated titles ("Due Date"), tokens that tell the model nothing."""
+    schema = _without_titles(TOOLS[name].input_schema)
     schema.get("properties", {}).pop("user_id", None)
+    return schema
+
+
+def _without_titles(schema: Any, naming: bool = False) -> Any:
+    """`naming`: the keys are names (of properties, of $defs), not keywords."""
+    if isinstance(schema, dict):
+        return {key: _without_titles(value, not naming and key in ("properties", "$defs"))
+                for key, value in schema.items() if naming or key != "title"}
+    if isinstance(schema, list):
+        return [_without_titles(item) for item in schema]
     return schema
 
 

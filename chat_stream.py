@@ -13,7 +13,7 @@ with that package's own reader.
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any
 
-from chat import ChatEvent, Failed, Finished, TextDelta, ToolFinished, ToolStarted
+from chat_events import ChatEvent, Failed, Finished, TextDelta, ToolFinished, ToolStarted
 from responses import to_json
 
 HEADERS = {

@@ -12,14 +12,14 @@ same turn as /api/chat (chat.Turn), so ChatKit gets the same tools, window, cap,
   it refuses on the second turn).
 Attachments are not supported (no AttachmentStore): a message with one is a 422 at the route.
 """
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from agents.models.fake_id import FAKE_RESPONSES_ID
 from chatkit.errors import CustomStreamError
-from chatkit.server import ChatKitServer
+from chatkit.server import ChatKitServer, NonStreamingResult
 from chatkit.store import Store, StoreItemType
 from chatkit.types import (
     AssistantMessageContent,
@@ -27,9 +27,17 @@ from chatkit.types import (
     AssistantMessageContentPartTextDelta,
     AssistantMessageItem,
     Attachment,
+    AttachmentsCreateReq,
+    AttachmentsDeleteReq,
+    ChatKitReq,
     InferenceOptions,
+    InputTranscribeReq,
     Page,
     ThreadItem,
+    ThreadsAddClientToolOutputReq,
+    ThreadsAddStructuredInputReq,
+    ThreadsCustomActionReq,
+    ThreadsSyncCustomActionReq,
     ThreadItemAddedEvent,
     ThreadItemDoneEvent,
     ThreadItemUpdatedEvent,
@@ -38,16 +46,25 @@ from chatkit.types import (
     UserMessageItem,
     UserMessageTagContent,
     UserMessageTextContent,
+    is_streaming_req,
 )
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 import chat
 import conversations
 import settings_store
 from auth import Principal
 from db import DuplicateKey, Row
+from errors import ValidationFailed, field_error
+from ratelimit import UserLimit
 
 THREAD_ITEM = TypeAdapter(ThreadItem)
+REQUEST = TypeAdapter(ChatKitReq)
+# What this server does not offer: files, dictation, widgets' actions, client tools.
+UNSUPPORTED = (
+    AttachmentsCreateReq, AttachmentsDeleteReq, InputTranscribeReq, ThreadsSyncCustomActionReq, ThreadsCustomActionReq,
+    ThreadsAddClientToolOutputReq, ThreadsAddStructuredInputReq,
+)
 ID_PREFIXES: dict[str, str] = {
     "thread": "thr", "message": "msg", "tool_call": "tc", "workflow": "wf", "task": "tsk", "attachment": "atc",
     "sdk_hidden_context": "shcx",
@@ -238,3 +255,45 @@ class TaskChatKitServer(ChatKitServer[Caller]):
 
 def _update(item: AssistantMessageItem, update: Any) -> ThreadItemUpdatedEvent:
     return ThreadItemUpdatedEvent(item_id=item.id, update=update)
+
+
+def parse(body: bytes) -> Any:
+    try:
+        return REQUEST.validate_json(body)
+    except ValidationError as exc:
+        errors = [field_error({**error, "loc": ("body", *error["loc"])}) for error in exc.errors()]
+        raise ValidationFailed(errors[:20]) from None
+
+
+async def serve(
+    server: TaskChatKitServer, body: bytes, caller: Principal, chat_limit: UserLimit
+) -> bytes | AsyncGenerator[bytes, None]:
+    """One ChatKit request: its JSON answer, or its event stream. What can be refused is refused
+    before anything streams (a JSON error with its status): a malformed or unsupported request,
+    another user's thread, attachments, the chat rate limit."""
+    parsed = parse(body)
+    context = Caller(caller)
+    if isinstance(parsed, UNSUPPORTED):
+        raise ValidationFailed([{"field": "type", "message": f"{parsed.type} is not supported by this server"}])
+    thread_id = getattr(parsed.params, "thread_id", None)
+    if thread_id is not None:
+        await server.conversations.conversation(thread_id, context)  # another user's thread: 404
+    if is_streaming_req(parsed):
+        if getattr(getattr(parsed.params, "input", None), "attachments", None):
+            raise ValidationFailed([{"field": "params.input.attachments", "message": "attachments are not supported"}])
+        await chat_limit.check(caller.user_id, "chat turns")
+    result = await server.process(body, context)
+    if isinstance(result, NonStreamingResult):
+        return result.json
+    events = result.json_events
+    first = await anext(events)  # a failure before the first event is a JSON error with its status
+    return _prepend(first, events)
+
+
+async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    try:
+        yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()

@@ -13,8 +13,6 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-import chat
-import chatkit_server
 import events
 from auth import TokenVerifier
 import metrics
@@ -104,6 +102,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         purge = asyncio.get_running_loop().create_task(
             events.purge_now_and_then(app.state.database, settings.changes_retention_days)
         )
+        if settings.chat_configured:  # the chat SDKs, loaded now (not on the first turn), frozen below
+            chat_routes.load_assistant(app)
+            import chatkit_server  # noqa: F401
         # Everything built at start (the app, its routes, the imported libraries) lives as long as
         # the process: moved out of the collector's sight, a full collection no longer walks it on
         # the request path (p99 of get one: 123 -> 49 ms in `make bench`).
@@ -134,7 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await task
         metrics.worker_stopped()
         await app.state.database.close()
-        await app.state.assistant.close()
+        if app.state.assistant is not None:
+            await app.state.assistant.close()
         if app.state.shared_rate_counter is not None:
             await app.state.shared_rate_counter.close()
 
@@ -157,8 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.change_notifier = ChangeNotifier(app.state.database, settings.event_streams_per_user)
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
     app.state.mcp = mcp_server.McpEndpoint(settings, app.state.database, app.state.token_verifier)
-    app.state.assistant = chat.Assistant(settings, app.state.database)
-    app.state.chatkit = chatkit_server.TaskChatKitServer(app.state.assistant)
+    app.state.assistant = app.state.chatkit = None  # made at first use (routes/chat.py, load_assistant)
     app.state.chat_limit = UserLimit("chat", settings.chat_rate_limit_per_minute, app.state.shared_rate_counter)
 
     forbidden = {403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}}

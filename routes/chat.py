@@ -1,21 +1,24 @@
 """The chat routes (contract §13). Mounted twice by main.py, at `/api` and `/api/{user_id}`."""
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-import chat
 import chat_stream
 import conversations
 from auth import CurrentUser
+from chat_events import ChatNotConfigured, Failed, Finished
 from chat_schemas import ChatAnswer, ChatRequest, ConversationDetail, ConversationSummary
 from db import database_of
 from idempotency import check_key
 from responses import FastJSONResponse
 from routes.tasks import BODY_ERRORS, IdempotencyKeyHeader, _error
 from schemas import ErrorBody
+
+if TYPE_CHECKING:
+    import chat
 
 router = APIRouter()
 
@@ -51,8 +54,21 @@ a retry after a failed attempt takes the same turn up where it stopped (the tool
 again)."""
 
 
+def load_assistant(app: FastAPI) -> "chat.Assistant":
+    """The app's assistant. The SDKs behind it (openai, openai-agents, openai-chatkit: ~40 MiB and
+    ~2 s per process) are imported here, so a server without chat configured never loads them;
+    with chat configured, the app's lifespan calls this at start."""
+    if not app.state.settings.chat_configured:
+        raise ChatNotConfigured()
+    if app.state.assistant is None:
+        import chat  # the first use: see above
+
+        app.state.assistant = chat.Assistant(app.state.settings, app.state.database)
+    return app.state.assistant
+
+
 async def require_chat(request: Request) -> None:
-    request.app.state.assistant.require_configured()
+    load_assistant(request.app)
 
 
 def wants_stream(request: Request) -> bool:
@@ -99,7 +115,9 @@ class ClosingStreamingResponse(StreamingResponse):
 async def post_chat(
     request: Request, user: CurrentUser, body: ChatRequest, idempotency_key: IdempotencyKeyHeader = None
 ) -> Response:
-    assistant: chat.Assistant = request.app.state.assistant
+    import chat  # loaded by require_chat already: a lookup
+
+    assistant = load_assistant(request.app)
     key = check_key(idempotency_key) if idempotency_key is not None else None
     await request.app.state.chat_limit.check(user.user_id, "chat turns")
     turn = await chat.begin(assistant, user, body.message, body.conversation_id, key)
@@ -112,7 +130,7 @@ async def post_chat(
     turn.stream_model = True
     events = turn.events()
     first = await anext(events)  # a failure before anything was said is a plain JSON error
-    if isinstance(first, chat.Failed):
+    if isinstance(first, Failed):
         await events.aclose()
         raise first.error
     encoder = chat_stream.UiMessageStream(turn.answer_item_id, turn.conversation_id)
@@ -128,7 +146,7 @@ def _replay(body: bytes, stream: bool) -> Response:
     answer = orjson.loads(body)
     message_id = conversations.new_id("msg")
     encoder = chat_stream.UiMessageStream(message_id, answer["conversation_id"])
-    events = [*chat_stream.replayed(answer, message_id), chat.Finished(answer, {})]
+    events = [*chat_stream.replayed(answer, message_id), Finished(answer, {})]
     chunks = [*encoder.opening(), *(chunk for event in events for chunk in encoder.encode(event))]
     return Response(b"".join(chunks), media_type=chat_stream.MEDIA_TYPE, headers={**chat_stream.HEADERS, **headers})
 

@@ -80,6 +80,7 @@ class ScriptedModel:
         self.model_name = model_name
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.seconds: list[float] = []  # each call's time in the model, from its request read to its answer sent
         self._turns: list[Turn] = []
         self._default: Turn | None = None
         self._lock = threading.Lock()
@@ -106,6 +107,7 @@ class ScriptedModel:
             self._default = then
             self.requests.clear()
             self.headers.clear()
+            self.seconds.clear()
         return self
 
     @property
@@ -127,7 +129,21 @@ class ScriptedModel:
             def log_message(self, *_args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                # Each write goes out at once: a small body written after its headers would
+                # otherwise wait for the client's delayed ACK (~40 ms), time that is not ours.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def do_POST(self) -> None:
+                started = time.perf_counter()
+                try:
+                    self._answer()
+                finally:
+                    with model._lock:
+                        model.seconds.append(time.perf_counter() - started)
+
+            def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 request = json.loads(self.rfile.read(length) or b"{}")
                 if not self.path.endswith("/chat/completions"):

@@ -240,6 +240,10 @@ class TaskChatKitServer(ChatKitServer[Caller]):
             elif isinstance(event, chat.Failed):
                 raise CustomStreamError(event.error.detail, allow_retry=True)
 
+    async def handle_stream_cancelled(self, thread: ThreadMetadata, pending_items: list[ThreadItem], context: Caller) -> None:
+        """The user stopped the answer (or went away): as on /api/chat, the turn ends unanswered (its
+        message and the tools that ran are stored; no partial answer is)."""
+
     async def _turn(self, thread: ThreadMetadata, message: UserMessageItem, context: Caller) -> chat.Turn:
         db = self.assistant.database
         async with db.connect() as connection:

@@ -64,6 +64,10 @@ Every error is JSON: `{"detail", "error_code", "timestamp"}`, plus `errors: [{fi
 `POST /mcp` is a Model Context Protocol server (Streamable HTTP, stateless) for AI agents, with the
 same bearer token and the same rules: its tools (`add_task`, `list_tasks`, ...) and their input
 schemas are listed by the MCP `tools/list` call, not here; see the README.
+
+`POST /api/chat` is an AI assistant over the same tools, acting as the caller (JSON, or the Vercel AI
+SDK's UI message stream with `Accept: text/event-stream`); `POST /chatkit` serves OpenAI ChatKit's
+frontend. Both need a model: `OPENAI_API_KEY` and/or `OPENAI_BASE_URL` (else 503 CHAT_NOT_CONFIGURED).
 """
 # The Mcp-* headers: browser-based MCP clients (the MCP Inspector) send them to /mcp.
 CORS_HEADERS = [

@@ -33,7 +33,7 @@ from auth import Principal
 from chat_events import ChatEvent, Failed, Finished, TextDelta, ToolFinished, ToolStarted
 from config import Settings
 from db import Connection, Database, DatabaseUnavailable, Row
-from errors import ApiError, InternalError, database_unavailable
+from errors import ApiError, InternalError, database_unavailable, error_body
 from mcp_tools import TOOLS, call_tool
 from responses import to_json
 
@@ -320,8 +320,7 @@ def _parse_arguments(raw: str) -> tuple[Any, dict[str, Any] | None]:
         arguments = None
     if isinstance(arguments, dict):
         return arguments, None
-    problem = {"error_code": "VALIDATION_ERROR", "detail": "The arguments must be a JSON object."}
-    return raw, problem
+    return raw, error_body("VALIDATION_ERROR", "The arguments must be a JSON object.")
 
 
 async def collect(turn: Turn) -> dict[str, Any]:

@@ -1,10 +1,11 @@
 """What crosses the wire for chat (contract §13): the turn's request and answer, conversations."""
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, Field, StrictStr, WithJsonSchema
+from typing_extensions import TypeAliasType
 
-from schemas import EntityId, StrictBody, trimmed
+from schemas import EntityId, ErrorBody, ListPublic, StrictBody, TaskPublic, TaskStats, trimmed
 
 MESSAGE_LENGTH = 4000
 
@@ -23,16 +24,52 @@ class ChatRequest(StrictBody):
     )
 
 
+# A JSON value: what a model may put in a tool call's arguments. Lists hold objects or scalars (not
+# lists: no tool takes one), so the TypeScript openapi-typescript makes of it compiles.
+Json = TypeAliasType("Json", "Union[dict[str, Json], list[JsonItem], str, int, float, bool, None]")
+JsonItem = TypeAliasType("JsonItem", "Union[dict[str, Json], str, int, float, bool, None]")
+
+
+class TaskResult(BaseModel):
+    """add_task, get_task, update_task, complete_task, delete_task."""
+
+    task_id: int = Field(examples=[17])
+    status: Literal["created", "updated", "completed", "deleted"] | None = Field(
+        None, description="Absent for get_task."
+    )
+    title: str = Field(examples=["Buy milk"])
+    task: TaskPublic = Field(description="The task as the REST API returns it (delete_task: as it was).")
+    deleted_ids: list[int] | None = Field(None, description="delete_task: the task and its subtasks.")
+
+
+class TaskPage(BaseModel):
+    """list_tasks."""
+
+    tasks: list[TaskPublic]
+    total: int = Field(description="Tasks matching the filters, ignoring paging.")
+
+
+class ListsResult(BaseModel):
+    """list_lists."""
+
+    lists: list[ListPublic]
+
+
+class ToolError(ErrorBody):
+    """A tool that refused: the REST error body; the model read it and went on."""
+
+    retry_after_seconds: int | None = Field(None, description="On RATE_LIMITED and SERVICE_UNAVAILABLE.")
+
+
 class ToolCall(BaseModel):
     tool: str = Field(description="The tool the assistant ran (the MCP tools of §11).", examples=["add_task"])
-    arguments: dict[str, Any] | str = Field(
+    arguments: dict[str, Json] | str = Field(
         description="The arguments the model gave (the raw text if they were not a JSON object).",
         examples=[{"title": "Buy milk", "due_date": "2026-11-22T09:00:00+01:00"}],
     )
-    result: dict[str, Any] = Field(
-        description="What the tool returned, as /mcp returns it; a failure is the REST error body "
-        "(`error_code`, `detail`): the model read it and went on.",
-        examples=[{"task_id": 17, "status": "created", "title": "Buy milk"}],
+    result: TaskResult | TaskPage | TaskStats | ListsResult | ToolError = Field(
+        description="What the tool returned, as /mcp returns it (task_stats: the REST stats); a failure is the "
+        "REST error body."
     )
 
 

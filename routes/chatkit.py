@@ -27,13 +27,17 @@ are not supported (422)."""
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "required": ["type"],
-            "properties": {"type": {"type": "string", "enum": KINDS}, "params": {"type": "object"},
-                           "metadata": {"type": "object"}},
+            "properties": {
+                "type": {"type": "string", "enum": KINDS},
+                "params": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Json"}},
+                "metadata": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/Json"}},
+            },
         }}}},
     },
     responses={
         200: {"description": "ChatKit's JSON answer, or its event stream for the streaming requests.",
-              "content": {"application/json": {"schema": {"type": "object"}},
+              "content": {"application/json": {"schema": {"type": "object", "additionalProperties": {
+                  "$ref": "#/components/schemas/Json"}}},
                           "text/event-stream": {"schema": {"type": "string"}}}},
         **CHAT_ERRORS,
     },

@@ -161,3 +161,25 @@ def test_a_streamed_turn_is_a_ui_message_stream(chatter, model: ScriptedModel):
     assert model.requests[-1]["stream"] is True
     conversation_id = parts[1]["data"]["conversation_id"]
     assert messages_of(alice, conversation_id)[-1]["content"] == "Added Buy milk."
+
+
+def test_every_tools_result_matches_the_documented_answer(chatter, model: ScriptedModel):
+    """The answer's tool results are typed in the OpenAPI document (a union of the tools' results):
+    a turn that runs every tool, and fails one, validates against it."""
+    from chat_schemas import ChatAnswer, TaskPage, TaskResult, ToolError
+
+    alice = chatter("alice")
+    task = alice.create_task(title="Existing")
+    calls = [
+        ("add_task", {"title": "New", "tags": ["a"], "reminders": [{"before_minutes": 5}], "due_date": "2030-01-01T09:00:00Z"}),
+        ("list_tasks", {"q": "e"}), ("get_task", {"task_id": task["id"]}), ("update_task", {"task_id": task["id"], "priority": "high"}),
+        ("complete_task", {"task_id": task["id"]}), ("task_stats", {}), ("list_lists", {}), ("delete_task", {"task_id": task["id"]}),
+        ("get_task", {"task_id": task["id"]}),
+    ]
+    model.script(tool_calls(*calls), text("Done."))
+    answer = ChatAnswer.model_validate(say(alice, "everything").json())
+    kinds = [type(call.result).__name__ for call in answer.tool_calls]
+    assert kinds == ["TaskResult", "TaskPage", "TaskResult", "TaskResult", "TaskResult", "TaskStats", "ListsResult",
+                     "TaskResult", "ToolError"]
+    assert isinstance(answer.tool_calls[1].result, TaskPage) and isinstance(answer.tool_calls[0].result, TaskResult)
+    assert isinstance(answer.tool_calls[-1].result, ToolError) and answer.tool_calls[-1].result.error_code == "TASK_NOT_FOUND"

@@ -189,3 +189,15 @@ def test_invalid_tool_arguments_are_the_models_to_fix(chatter, model: ScriptedMo
     assert answer["tool_calls"][0]["arguments"] == "{not json"
     assert "no_such_tool" in json.dumps(model.requests[1]["messages"])  # told, and went on
     assert titles(alice) == ["fixed"]
+
+
+def test_the_cap_holds_when_streamed(chatter, model: ScriptedModel):
+    from chat_support import stream_parts
+
+    alice = chatter("alice")
+    model.script(then=tool_calls(("add_task", {"title": "one more"})))
+    response = say(alice, "add tasks forever", headers={"Accept": "text/event-stream"})
+    parts = [p for p in stream_parts(response.text) if p != "[DONE]"]
+    assert sum(p["type"] == "tool-output-available" for p in parts) == 10
+    assert "".join(p["delta"] for p in parts if p["type"] == "text-delta") == chat.CAPPED_ANSWER
+    assert parts[-1] == {"type": "finish", "finishReason": "stop"} and len(titles(alice)) == 10

@@ -2,7 +2,7 @@
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -14,7 +14,7 @@ from chat_schemas import ChatAnswer, ChatRequest, ConversationDetail, Conversati
 from db import database_of
 from idempotency import check_key
 from responses import FastJSONResponse
-from routes.tasks import BODY_ERRORS, IdempotencyKeyHeader, _error
+from routes.tasks import BODY_ERRORS, _error
 from schemas import ErrorBody
 
 if TYPE_CHECKING:
@@ -22,6 +22,16 @@ if TYPE_CHECKING:
 
 router = APIRouter()
 
+TurnKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Any unique string (a UUID): a retry with the same key and body returns the first answer and "
+        "runs nothing again; the same key with another body is 422; while the first is running, 409; after it "
+        "failed, the retry takes the same turn up (the tools that ran are not run again).",
+        json_schema_extra={"pattern": "^[!-~]{1,255}$"},
+    ),
+]
 ConversationId = Annotated[int, Path(description="The conversation's id.", examples=[12])]
 NOT_FOUND = {404: _error("No such conversation of yours (CONVERSATION_NOT_FOUND); another user's looks the same.")}
 CHAT_ERRORS: dict[int | str, dict[str, Any]] = {
@@ -113,7 +123,7 @@ class ClosingStreamingResponse(StreamingResponse):
     },
 )
 async def post_chat(
-    request: Request, user: CurrentUser, body: ChatRequest, idempotency_key: IdempotencyKeyHeader = None
+    request: Request, user: CurrentUser, body: ChatRequest, idempotency_key: TurnKeyHeader = None
 ) -> Response:
     import chat  # loaded by require_chat already: a lookup
 

@@ -95,6 +95,17 @@ class Settings(DatabaseSettings):
 
     log_level: str = "INFO"
 
+    # Chat (contract §13): a model behind the Chat Completions API (OpenAI, Gemini's OpenAI endpoint,
+    # Ollama, vLLM, LiteLLM). Configured when a key or a base URL is set (a local Ollama needs no
+    # key); otherwise the chat routes answer 503 CHAT_NOT_CONFIGURED and everything else works.
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    chat_model: str = Field("gpt-4.1-mini", min_length=1, max_length=200)
+    chat_timeout_seconds: float = Field(60.0, gt=0, le=600)  # one turn, model and tools, end to end
+    chat_rate_limit_per_minute: int = Field(20, ge=0)  # per user, on top of RATE_LIMIT_PER_MINUTE; 0: off
+    # The Agents SDK's traces go to OpenAI's dashboard (with OPENAI_API_KEY): off unless asked for.
+    chat_tracing: bool = False
+
     # Outbound events (webhooks.py): every event POSTed as a CloudEvent, signed when a secret is set.
     events_webhook_url: str | None = None
     events_webhook_secret: SecretStr | None = None
@@ -121,6 +132,25 @@ class Settings(DatabaseSettings):
     @classmethod
     def blank_token_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if isinstance(value, str) else value
+
+    @field_validator("openai_api_key", mode="before")
+    @classmethod
+    def blank_key_is_unset(cls, value: str | None) -> str | None:
+        return value.strip() or None if isinstance(value, str) else value
+
+    @field_validator("openai_base_url", mode="before")
+    @classmethod
+    def require_model_url(cls, url: str | None) -> str | None:
+        url = (url or "").strip()
+        if not url:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "OPENAI_BASE_URL must be an http:// or https:// URL of a Chat Completions API, e.g. "
+                "http://localhost:11434/v1 (Ollama) or https://generativelanguage.googleapis.com/v1beta/openai/ (Gemini)."
+            )
+        return url.rstrip("/")
 
     @field_validator("better_auth_url", "jwks_url", "jwt_issuer", "jwt_audience", "public_url", mode="before")
     @classmethod
@@ -178,6 +208,10 @@ class Settings(DatabaseSettings):
     def events_webhook_key(self) -> bytes | None:
         """The HMAC key of Standard Webhooks signatures: the secret's base64 part, decoded."""
         return _webhook_key(self.events_webhook_secret.get_secret_value()) if self.events_webhook_secret else None
+
+    @property
+    def chat_configured(self) -> bool:
+        return self.openai_api_key is not None or self.openai_base_url is not None
 
     @cached_property
     def cors_origin_list(self) -> list[str]:

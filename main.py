@@ -43,9 +43,11 @@ from middleware import (
     RequestContextMiddleware,
     error_log,
 )
-from ratelimit import RateLimitMiddleware, RedisCounter
+from ratelimit import RateLimitMiddleware, RedisCounter, UserLimit
 from responses import FastJSONResponse
 from routes import changes, health, lists, sharing, tasks
+from routes import chat as chat_routes
+from routes import chatkit as chatkit_routes
 from routes import metrics as metrics_route
 from routes import reminders as reminder_routes
 from routes import settings as settings_routes
@@ -67,6 +69,10 @@ Every error is JSON: `{"detail", "error_code", "timestamp"}`, plus `errors: [{fi
 `POST /mcp` is a Model Context Protocol server (Streamable HTTP, stateless) for AI agents, with the
 same bearer token and the same rules: its tools (`add_task`, `list_tasks`, ...) and their input
 schemas are listed by the MCP `tools/list` call, not here; see the README.
+
+`POST /api/chat` is an AI assistant over the same tools, acting as the caller (JSON, or the Vercel AI
+SDK's UI message stream with `Accept: text/event-stream`); `POST /chatkit` serves OpenAI ChatKit's
+frontend. Both need a model: `OPENAI_API_KEY` and/or `OPENAI_BASE_URL` (else 503 CHAT_NOT_CONFIGURED).
 """
 # The Mcp-* headers: browser-based MCP clients (the MCP Inspector) send them to /mcp.
 CORS_HEADERS = [
@@ -105,6 +111,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         purge = asyncio.get_running_loop().create_task(
             events.purge_now_and_then(app.state.database, settings.changes_retention_days)
         )
+        if settings.chat_configured:  # the chat SDKs, loaded now (not on the first turn), frozen below
+            chat_routes.load_assistant(app)
+            import chatkit_server  # noqa: F401
         # Everything built at start (the app, its routes, the imported libraries) lives as long as
         # the process: moved out of the collector's sight, a full collection no longer walks it on
         # the request path (p99 of get one: 123 -> 49 ms in `make bench`).
@@ -135,6 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await task
         metrics.worker_stopped()
         await app.state.database.close()
+        if app.state.assistant is not None:
+            await app.state.assistant.close()
         if app.state.shared_rate_counter is not None:
             await app.state.shared_rate_counter.close()
 
@@ -158,10 +169,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.change_notifier = ChangeNotifier(app.state.database, settings.event_streams_per_user)
     app.state.shared_rate_counter = RedisCounter(settings.redis_url) if settings.redis_url else None
     app.state.mcp = mcp_server.McpEndpoint(settings, app.state.database, app.state.token_verifier)
+    app.state.assistant = app.state.chatkit = None  # made at first use (routes/chat.py, load_assistant)
+    app.state.chat_limit = UserLimit("chat", settings.chat_rate_limit_per_minute, app.state.shared_rate_counter)
 
     forbidden = {403: {"model": ErrorBody, "description": "The path's user id is not the token's sub (FORBIDDEN)."}}
     for router, tag in ((tasks.router, "tasks"), (lists.router, "lists"), (sharing.router, "sharing"),
-                        (settings_routes.router, "settings"), (reminder_routes.router, "reminders")):
+                        (settings_routes.router, "settings"), (reminder_routes.router, "reminders"), (chat_routes.router, "chat")):
         app.include_router(router, prefix="/api", tags=[tag], responses=COMMON_ERRORS)
         app.include_router(
             router,
@@ -180,6 +193,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         changes.stream_router, prefix="/api/{user_id}", tags=["user-changes"],
         dependencies=[Depends(changes.require_path_stream_user)], responses={**COMMON_ERRORS, **forbidden},
     )
+    app.include_router(chatkit_routes.router, responses=COMMON_ERRORS)
     app.include_router(health.router)  # after the API: routes are matched in order, the API is busier
     app.include_router(metrics_route.router)
     app.include_router(mcp_server.router)

@@ -30,14 +30,13 @@ from starlette.types import Receive, Scope, Send
 
 from auth import TokenVerifier, authenticate
 from config import Settings
-from db import Database, DatabaseUnavailable
-from errors import ApiError, InternalError, NotFound, ServiceUnavailable, Unauthorized, database_unavailable
-from mcp_tools import TOOLS
+from db import Database
+from errors import ApiError, ServiceUnavailable, Unauthorized
+from mcp_tools import TOOLS, call_tool
 from middleware import read_body, replay_body
 from responses import FastJSONResponse, to_json
 from schemas import ProtectedResource
 
-log = logging.getLogger("task_api.mcp")
 # The SDK logs every stateless request at INFO ("Terminating session: None"); our access log has them.
 logging.getLogger("mcp").setLevel(logging.WARNING)
 
@@ -87,8 +86,8 @@ def tool_error(error: ApiError) -> CallToolResult:
 
 
 def tool_success(result: dict[str, Any]) -> CallToolResult:
-    text = to_json(result)  # dates as the REST JSON: UTC with Z
-    return CallToolResult(content=[TextContent(type="text", text=text.decode())], structured_content=orjson.loads(text))
+    """`result`: plain JSON, as mcp_tools.call_tool returns it."""
+    return CallToolResult(content=[TextContent(type="text", text=to_json(result).decode())], structured_content=result)
 
 
 class McpEndpoint:
@@ -154,18 +153,10 @@ class McpEndpoint:
             return tool_error(Unauthorized("No verified token for this call.", token_given=False))
         if state.get("rate_limited") is not None:
             return tool_error(state["rate_limited"])
-        tool = TOOLS.get(params.name)
-        if tool is None:
-            return tool_error(NotFound(f"No tool named {params.name!r}. The tools are: {', '.join(TOOLS)}."))
         try:
-            return tool_success(await tool.call(self.database, principal.user_id, params.arguments or {}))
+            return tool_success(await call_tool(self.database, principal, params.name, params.arguments or {}))
         except ApiError as error:
             return tool_error(error)
-        except DatabaseUnavailable as exc:
-            return tool_error(database_unavailable(exc))
-        except Exception:
-            log.exception("tool failed", extra={"tool": params.name})
-            return tool_error(InternalError())
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -2,21 +2,27 @@
 use. Arguments are validated by the same pydantic models (their JSON schemas are the tools' input
 schemas), so every limit and error code is the REST one. The acting user is always the token's;
 a `user_id` argument is only checked against it."""
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
+import orjson
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import lists
 import queries
 import store
-from db import Database
-from errors import Forbidden, ValidationFailed, field_error
+from auth import Principal
+from db import Database, DatabaseUnavailable
+from errors import ApiError, Forbidden, InternalError, NotFound, ValidationFailed, database_unavailable, field_error
 from etags import Precondition, task_etag
+from responses import to_json
 from routes.listing import ListQuery
 from schemas import EntityId, StrictBody, TaskCreate, TaskUpdate
+
+log = logging.getLogger("task_api.mcp")
 
 TaskId = Annotated[EntityId, Field(description="The task's id, as add_task or list_tasks returned it.")]
 USER_ID_ARGUMENT = {
@@ -182,3 +188,21 @@ TOOLS = {
         ),
     )
 }
+
+
+async def call_tool(db: Database, caller: Principal, name: str, arguments: dict[str, Any]) -> Result:
+    """Run one tool as the caller: the one way in for /mcp (mcp_server.py) and the chat agent
+    (chat.py). The result is plain JSON (dates as the REST API writes them); any failure is an
+    ApiError carrying the REST error code."""
+    tool = TOOLS.get(name)
+    if tool is None:
+        raise NotFound(f"No tool named {name!r}. The tools are: {', '.join(TOOLS)}.")
+    try:
+        return orjson.loads(to_json(await tool.call(db, caller.user_id, arguments)))
+    except ApiError:
+        raise
+    except DatabaseUnavailable as exc:
+        raise database_unavailable(exc) from exc
+    except Exception as exc:
+        log.exception("tool failed", extra={"tool": name})
+        raise InternalError() from exc

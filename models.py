@@ -355,3 +355,53 @@ class WebhookLease(SQLModel, table=True):
     name: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
     holder: str | None = Field(default=None, sa_column=sa.Column(sa.String(255), nullable=True))
     token: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False))
+
+
+CHAT_ROLES = ("user", "assistant")
+CONVERSATION_TITLE_LENGTH = 100
+CHAT_ITEM_ID_LENGTH = 64
+
+
+class Conversation(SQLModel, table=True):
+    """A user's chat with the assistant (contract §13); a ChatKit thread is one (`thread_id`)."""
+
+    __tablename__ = "conversation"
+    __table_args__ = (
+        sa.Index("ix_conversation_user_id_updated_at", "user_id", "updated_at", "id"),  # newest first
+        sa.Index("uq_conversation_thread_id", "thread_id", unique=True),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(sa_column=sa.Column(sa.String(USER_ID_LENGTH), nullable=False))
+    # ChatKit names threads with strings it gets from the server before the row exists.
+    thread_id: str = Field(sa_column=sa.Column(sa.String(CHAT_ITEM_ID_LENGTH), nullable=False))
+    title: str | None = Field(default=None, sa_column=sa.Column(sa.String(CONVERSATION_TITLE_LENGTH), nullable=True))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))
+
+
+class ChatMessage(SQLModel, table=True):
+    """One message of a conversation. `tool_calls`: the tools the turn ran, `[{tool, arguments,
+    result}]`, on the assistant message that answered, or on the user's message while the turn has
+    no answer (it failed midway: what ran stays recorded). `item`: the ChatKit thread item as
+    ChatKit sent it (a user message from ChatKit), else null."""
+
+    __tablename__ = "chat_message"
+    __table_args__ = (
+        sa.CheckConstraint("role IN ('user', 'assistant')", name="role_known"),
+        sa.Index("ix_chat_message_conversation_id_id", "conversation_id", "id"),
+        sa.Index("uq_chat_message_conversation_id_item_id", "conversation_id", "item_id", unique=True),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("conversation.id", ondelete="CASCADE"), nullable=False)
+    )
+    role: str = Field(sa_column=sa.Column(sa.String(9), nullable=False))
+    content: str = Field(sa_column=sa.Column(sa.Text, nullable=False))
+    tool_calls: list[dict] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    item_id: str = Field(sa_column=sa.Column(sa.String(CHAT_ITEM_ID_LENGTH), nullable=False))
+    item: dict | None = Field(default=None, sa_column=sa.Column(sa.JSON, nullable=True))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime, nullable=False))

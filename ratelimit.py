@@ -63,6 +63,51 @@ class RedisCounter:
         await self._client.aclose()
 
 
+class WindowCounter:
+    """Hits per window and identity: in Redis while it answers (shared by every instance), else in
+    this process."""
+
+    def __init__(self, shared: RedisCounter | None):
+        self.local = LocalCounter()
+        self.shared = shared
+
+    async def hit(self, identity: str, window: int) -> int:
+        if self.shared is not None and self.shared.available:
+            count = await self.shared.hit(identity, window)
+            if count is not None:
+                return count
+        return await self.local.hit(identity, window)
+
+
+def limit_exceeded(per_minute: int, now: float, what: str = "requests") -> RateLimited:
+    """The 429, with the seconds until the window turns in Retry-After."""
+    metrics.record_rate_limited()
+    window = int(now // WINDOW_SECONDS)
+    retry_after = str(max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999)))
+    return RateLimited(
+        f"Too many {what}: the limit is {per_minute} a minute. Retry after {retry_after} s.",
+        headers={"Retry-After": retry_after},
+    )
+
+
+class UserLimit:
+    """A limit of its own per user, counted apart from the general one (chat turns cost model tokens:
+    CHAT_RATE_LIMIT_PER_MINUTE)."""
+
+    def __init__(self, name: str, per_minute: int, shared: RedisCounter | None):
+        self.name = name
+        self.per_minute = per_minute
+        self.counter = WindowCounter(shared)
+
+    async def check(self, user_id: str, what: str = "requests") -> None:
+        """Count one hit for the user; past the limit, RateLimited."""
+        if self.per_minute <= 0:
+            return
+        now = time.time()
+        if await self.counter.hit(f"{self.name}:user:{user_id}", int(now // WINDOW_SECONDS)) > self.per_minute:
+            raise limit_exceeded(self.per_minute, now, what)
+
+
 class RateLimitMiddleware:
     def __init__(
         self,
@@ -79,34 +124,21 @@ class RateLimitMiddleware:
         self.deferred_prefixes = deferred_prefixes
         self.per_minute = per_minute
         self.verifier = verifier
-        self.local = LocalCounter()
-        self.shared = shared
+        self.counter = WindowCounter(shared)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] == "OPTIONS" or scope["path"].startswith(EXEMPT_PREFIXES):
             return await self.app(scope, receive, send)
         now = time.time()
         window = int(now // WINDOW_SECONDS)
-        count = await self._hit(await self._identity(scope), window)
+        count = await self.counter.hit(await self._identity(scope), window)
         if count > self.per_minute:
-            metrics.record_rate_limited()
-            retry_after = str(max(1, int((window + 1) * WINDOW_SECONDS - now + 0.999)))
-            error = RateLimited(
-                f"Too many requests: the limit is {self.per_minute} a minute. Retry after {retry_after} s.",
-                headers={"Retry-After": retry_after},
-            )
+            error = limit_exceeded(self.per_minute, now)
             if self.deferred_prefixes and scope["path"].startswith(self.deferred_prefixes):
                 scope.setdefault("state", {})["rate_limited"] = error
                 return await self.app(scope, receive, send)
             return await error.to_response()(scope, receive, send)
         await self.app(scope, receive, send)
-
-    async def _hit(self, identity: str, window: int) -> int:
-        if self.shared is not None and self.shared.available:
-            count = await self.shared.hit(identity, window)
-            if count is not None:
-                return count
-        return await self.local.hit(identity, window)
 
     async def _identity(self, scope: Scope) -> str:
         """`user:<sub>` for a valid token (verified once; the route reuses it), else `ip:<address>`."""

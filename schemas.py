@@ -48,6 +48,9 @@ def _trimmed(max_length: int, what: str):
     return check
 
 
+trimmed = _trimmed  # for the schema modules beside this one (chat_schemas.py)
+
+
 def _description(value: str) -> str:
     if len(text(value)) > 1000:
         raise PydanticCustomError("text_length", "must be at most 1000 characters")

@@ -25,6 +25,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from chat_support import model  # noqa: F401 (fixture: the scripted model the chat routes talk to)
 from conftest import make_settings, mint_token
 from main import create_app
 
@@ -77,8 +78,10 @@ LABELS = sorted({label for label, _ in CASES})
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(backend, scratch_database):
-    return create_app(make_settings(scratch_database(backend)))
+def fuzz_app(backend, scratch_database, model):
+    """Chat configured with the scripted model (it answers "OK"): a chat route reaches the model."""
+    settings = make_settings(scratch_database(backend), openai_base_url=model.base_url, chat_rate_limit_per_minute=0)
+    return create_app(settings)
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +96,15 @@ def api_schema(fuzz_app):
 
 
 def live_ids(client: TestClient, wanted: set[str]) -> dict[str, object]:
-    """Path ids that name something: a task of the fuzz user; a list they own and share with OTHER,
-    with a pending invitation (to revoke); or, alone, an invitation addressed to the fuzz user."""
+    """Path ids that name something: a task or a conversation of the fuzz user; a list they own and
+    share with OTHER, with a pending invitation (to revoke); or, alone, an invitation addressed to them."""
     def made(response) -> dict:
         assert response.status_code in (200, 201), response.text
         return response.json()
 
     ids: dict[str, object] = {}
+    if "conversation_id" in wanted:
+        ids["conversation_id"] = made(client.post("/api/chat", json={"message": "fuzz target"}, headers=AUTH))["conversation_id"]
     if "task_id" in wanted:
         ids["task_id"] = made(client.post("/api/tasks", json={"title": "fuzz target", "tags": ["fuzz"]}, headers=AUTH))["id"]
     if "list_id" in wanted:
@@ -130,7 +135,8 @@ def test_operation_answers_as_documented(api_schema, fuzz_client, backend, label
     path_ids = st.fixed_dictionaries({})
     if "{user_id}" in operation.path:
         path_ids = st.fixed_dictionaries({"user_id": st.sampled_from([FUZZ_USER] * 4 + [None])})
-    wanted = {name for name in ("task_id", "list_id", "invitation_id", "member_id") if "{" + name + "}" in operation.path}
+    wanted = {name for name in ("task_id", "list_id", "invitation_id", "member_id", "conversation_id")
+              if "{" + name + "}" in operation.path}
 
     # Mostly live ids: the draws shift with every constant in the code base (Hypothesis samples
     # them), and a fair coin over 4 examples could leave a route without a single 2xx.

@@ -86,9 +86,10 @@ def cursor_listing(user_id: str, offset: int, **params: Any) -> Callable[[Databa
     return run
 
 
-def cases_for(user_id: str, ids: dict[str, Any], who: str) -> list[Case]:
+def cases_for(user_id: str, ids: dict[str, Any], who: str, tasks: int) -> list[Case]:
+    """Every case, for the user who sees `tasks` tasks (`who`: the prefix of their ids' names)."""
     list_id, parent_id = ids[f"{who}_list"], ids[f"{who}_parent"]
-    deep = 90_000 if who == "big" else 90
+    deep = tasks * 9 // 10  # the page at 90% of their tasks
     day = scale_seed.busiest_day()
     week_later = (date.fromisoformat(day) + timedelta(days=7)).isoformat()
     cases = [Case("default", listing(user_id))]
@@ -188,6 +189,8 @@ def main() -> int:
     parser.add_argument("--database-url", default=DEFAULT_URL, help=f"a scratch database, recreated (default {DEFAULT_URL})")
     parser.add_argument("--runs", type=int, default=20, help="timed calls per case (after 2 warm-ups)")
     parser.add_argument("--big-tasks", type=int, default=100_000)
+    parser.add_argument("--shared-tasks", type=int, default=100_000,
+                        help=f"in the {scale_seed.SHARED_LISTS} lists shared with {scale_seed.SHARED_USER} (0: no such group)")
     parser.add_argument("--small-users", type=int, default=2000, help="users with 100 tasks each")
     parser.add_argument("--keep", action="store_true", help="do not drop the database at the end")
     parser.add_argument("--reuse", action="store_true", help="use the database a --keep run left (no seeding)")
@@ -203,14 +206,18 @@ def main() -> int:
         explain.recreate_database(url)
     upgrade_schema(url)
     if not args.reuse:
-        scale_seed.seed(url, args.small_users, 100, args.big_tasks)
+        scale_seed.seed(url, args.small_users, 100, args.big_tasks, args.shared_tasks)
     print(f"database ready in {time.perf_counter() - started:.1f} s")
     engine = sa.create_engine(url)
     ids = scale_seed.sample_ids(url)
     groups = {
-        f"{scale_seed.BIG_USER} ({args.big_tasks:,} tasks)": cases_for(scale_seed.BIG_USER, ids, "big"),
-        f"{ids['small_user']} (100 tasks)": cases_for(ids["small_user"], ids, "small"),
+        f"{scale_seed.BIG_USER} ({args.big_tasks:,} tasks)": cases_for(scale_seed.BIG_USER, ids, "big", args.big_tasks),
+        f"{ids['small_user']} (100 tasks)": cases_for(ids["small_user"], ids, "small", 100),
     }
+    if args.shared_tasks:
+        shared = (f"{scale_seed.SHARED_USER} ({args.shared_tasks:,} tasks in {scale_seed.SHARED_LISTS} lists "
+                  f"shared with them, an editor)")
+        groups[shared] = cases_for(scale_seed.SHARED_USER, ids, "shared", args.shared_tasks)
     if args.only:
         groups = {who: [case for case in cases if args.only in case.name] for who, cases in groups.items()}
     results = asyncio.run(run_cases(url, groups, args.runs, engine))

@@ -1,23 +1,36 @@
-"""`make bench-scale`: the listing, stats and tags of a user with 100,000 tasks, timed on PostgreSQL.
+"""`make bench-scale`: the listing, stats and tags of a user with 100,000 tasks in their own lists, and
+of a user with 100,000 tasks in lists shared with them, timed on PostgreSQL.
 
 Usage (from the repository root):
 
     .venv/bin/python bench/scale.py [--database-url postgresql://postgres@127.0.0.1:5432/taskapi_scale]
-                                    [--runs 20] [--big-tasks 100000] [--small-users 2000] [--keep] [--reuse]
+                                    [--runs 20] [--big-tasks 100000] [--shared-tasks 100000]
+                                    [--small-users 2000] [--keep] [--reuse] [--only CASE]
 
-What it does, in about 3 to 5 minutes on 2 cores (seeding ~1.5 min, each of ~80 cases at most
+What it does, in about 3 to 6 minutes on 2 cores (seeding ~1.5 min, each of ~105 cases at most
 --runs + 2 calls, every call bounded by the service's statement deadline of 5 s):
 
 1. Recreates the scratch database in --database-url (never `test` or `postgres`: it is dropped),
-   migrates it with the service's Alembic migrations, and seeds 300,000 tasks with COPY
-   (bench/scale_seed.py): `big_user` with 100,000 in 9 lists, with subtasks, tags, due dates (some
-   all-day), priorities and completed ones; 2,000 users with 100 each. VACUUM ANALYZE.
-   `--reuse` skips this and uses the database as a previous `--keep` run left it.
-2. For the big user and for a 100-task user, calls the service's own functions (queries.list_tasks
-   with the filters and orders routes.listing builds, queries.stats, queries.tag_counts) --runs
-   times after 2 warm-up calls, and reports p50 and p95 of the whole call (every statement it sends,
-   the driver and the Python around them), PASS/FAIL against 20 ms, and the indexes PostgreSQL
-   uses for the statements it sent (plain EXPLAIN of the captured SQL and parameters).
+   migrates it with the service's Alembic migrations, and seeds 400,000 tasks with COPY
+   (bench/scale_seed.py), each list with its owner as a member (`list_member`) and every tag in
+   `task_tag` with its task's list, as the service writes them:
+   - `big_user`: 100,000 tasks in their Inbox and 8 lists of their own, with subtasks, tags, due
+     dates (some all-day), priorities and completed ones;
+   - `shared_user`: only an empty Inbox of their own, and editor of 5 lists of other users
+     (`sharer_1`..`sharer_5`, one list each), 100,000 tasks between them made the way the big user's
+     are (created by the list's owner or by the shared user);
+   - 2,000 users with 100 tasks each, in their Inbox.
+   The big user's and the small users' rows are the same with or without the shared lists (those
+   draw from their own random generator). VACUUM ANALYZE. `--reuse` skips this and uses the
+   database as a previous `--keep` run left it.
+2. For the big user, a 100-task user and the shared user, calls the service's own functions
+   (queries.list_tasks with the filters and orders routes.listing builds, queries.stats,
+   queries.tag_counts; `list_id` and `parent_id` are among the tasks the user sees) --runs times
+   after 2 warm-up calls, and reports p50 and p95 of the whole call (every statement it sends, the
+   driver and the Python around them), PASS/FAIL against 20 ms, and the indexes PostgreSQL uses for
+   the statements it sent (plain EXPLAIN of the captured SQL and parameters). A case whose first
+   call fails (the statement deadline, say) is an ERROR with the plan of what it sent; one whose
+   first call takes over a second is timed 3 times.
 3. Writes everything to bench/results/scale.json (not committed). Exit status 1 if a case failed.
 """
 import argparse

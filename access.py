@@ -108,6 +108,14 @@ ASSIGNEE_ALLOWED = sa.select(assignable(sa.bindparam("list_id", type_=sa.Integer
 TASK_LIST = sa.select(task_table.c.list_id).where(task_table.c.id == sa.bindparam("task_id"))
 
 
+CALLERS_LISTS = lists_of_caller().order_by(member_table.c.list_id)
+
+
+async def lists_of(connection: Connection, user_id: str) -> list[int]:
+    """The ids of the lists the user sees."""
+    return [row["list_id"] for row in await connection.fetch_all(CALLERS_LISTS, {"caller": user_id})]
+
+
 async def role_of(connection: Connection, user_id: str, list_id: int) -> str | None:
     if not 1 <= list_id <= MAX_ID:
         return None

@@ -7,6 +7,7 @@ member of. On PostgreSQL a sorted page reads each of those lists in its own inde
 and takes the first rows of them all (a LATERAL join): as fast for one list of 100,000 tasks as it
 was when a user's tasks had an index range of their own.
 """
+import dataclasses
 import functools
 import time as clock
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import keyset
 import settings_store
 import tree
 from db import Database
-from models import PRIORITIES, SEARCH_SEPARATOR, SEARCHED_TEXT_SQL, UTCDateTime
+from models import PRIORITIES, SEARCH_SCOPE_SQL, SEARCH_SEPARATOR, SEARCHED_TEXT_SQL, UTCDateTime
 from store import check_ids, check_scope, utc_now
 from task_sql import PUBLIC_SELECTED, numbered, numbered_binds, tag_table, task_table
 
@@ -33,6 +34,9 @@ PRIORITY_RANK = sa.case(
 )
 # The searched text as ix_task_search indexes it (models.SEARCHED_TEXT_SQL, the exact expression).
 SEARCHED_TEXT = sa.literal_column(f"({SEARCHED_TEXT_SQL})", sa.String)
+# The list's id as ix_task_search has it: a search names its lists this way too, so that it reads the
+# index's part of each (models.SEARCH_SCOPE_SQL).
+SEARCH_SCOPE = sa.cast(task_table.c.list_id, sa.BigInteger)
 DUE_ON_MARGIN = timedelta(hours=15)  # more than any zone's offset from UTC
 SORT_KEYS = {
     "created_at": task_table.c.created_at,
@@ -125,9 +129,12 @@ def _conditions(shape: tuple[Any, ...], scoped: bool = True) -> tuple[sa.ColumnE
     t = task_table.c
     conditions = []
     if has_list:
-        conditions += [t.list_id == sa.bindparam("list_id"), access.may(access.SEE, sa.bindparam("list_id", type_=sa.Integer))]
+        list_id = sa.bindparam("list_id", type_=sa.Integer)
+        conditions += [*in_list(list_id, shape), access.may(access.SEE, list_id)]
     elif scoped:
         conditions.append(access.may(access.SEE, t.list_id))
+        if has_text == "indexed":
+            conditions.append(SEARCH_SCOPE.in_(sa.select(sa.cast(access.lists_of_caller().subquery().c.list_id, sa.BigInteger))))
     if parent == "top":
         conditions.append(t.parent_id.is_(None))
     elif parent:
@@ -154,10 +161,10 @@ def _conditions(shape: tuple[Any, ...], scoped: bool = True) -> tuple[sa.ColumnE
     if priority_count:
         conditions.append(t.priority.in_(numbered_binds("priority", priority_count)))
     for index in range(tag_count):
-        tagged = sa.select(tag_table.c.task_id).where(
-            tag_table.c.list_id == t.list_id, tag_table.c.tag_key == sa.bindparam(f"tag_{index}")
-        )
-        conditions.append(t.id.in_(tagged))
+        # Does the task carry the tag: its own row of task_tag (the primary key). PostgreSQL makes it a
+        # join of its choice: a probe per task of a page, or the tag's entries read once.
+        carries = sa.exists().where(tag_table.c.task_id == t.id, tag_table.c.tag_key == sa.bindparam(f"tag_{index}"))
+        conditions.append(carries)
     if has_due_before:
         conditions.append(t.due_date <= sa.bindparam("due_before", type_=UTCDateTime()))
     if has_due_after:
@@ -178,6 +185,15 @@ def _conditions(shape: tuple[Any, ...], scoped: bool = True) -> tuple[sa.ColumnE
     return tuple(conditions)
 
 
+def in_list(list_id: Any, shape: tuple[Any, ...]) -> list[sa.ColumnElement[bool]]:
+    """The task is in this list (a value or a column); named for the search index too when the
+    listing searches it."""
+    conditions = [task_table.c.list_id == list_id]
+    if shape[1] == "indexed":
+        conditions.append(SEARCH_SCOPE == sa.cast(list_id, sa.BigInteger))
+    return conditions
+
+
 # Where a page starts. "offset": the first page, or `offset=` (skipping rows costs as many reads).
 # "after": right after a cursor's task, in an index range. Sorting by due date reads two segments, the
 # dated tasks (in an index range) then the undated ones (by id); "dated" / "undated" start a segment,
@@ -185,17 +201,29 @@ def _conditions(shape: tuple[Any, ...], scoped: bool = True) -> tuple[sa.ColumnE
 Start = str
 
 
+# How a statement reaches the caller's lists (every read is of them: access.lists_of_caller):
+# IN_SCOPE: `task.list_id IN (the caller's lists)` (SQLite; one list, `list_id=`).
+# EACH_LIST: PostgreSQL, each of the caller's lists read in its own index range (a LATERAL join).
+# A number k: PostgreSQL, a user with many tasks: the k lists access.lists_of gave, named as values
+#   (`scope_list_0`...), one branch each, planned for those values: the planner knows each list's size
+#   (inside the LATERAL join it takes every list for an average one, and sorted all of a 20,000-task
+#   list's matches for a page of 100), and merges the branches in order (Merge Append), reading each
+#   list's index range only as far as the page needs.
+IN_SCOPE, EACH_LIST = None, 0
+Scope = int | None
+MAX_LIST_BRANCHES = 16  # past it, EACH_LIST
+
+
 @functools.lru_cache(maxsize=512)
-def _page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: Start = "offset", per_list: bool = False) -> sa.Select:
-    """One page in one order. `per_list` (PostgreSQL, every list of the caller): each list is read in
-    its own index range, up to the page's end (`inner_limit`: limit + offset), and the page is cut
-    from those rows in the same order."""
+def _page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: Start = "offset", scope: Scope = IN_SCOPE) -> sa.Select:
+    """One page in one order. Read per list (`scope`, above), each list is read up to the page's end
+    (`inner_limit`: limit + offset), and the page is cut from those rows in the same order."""
     if sort == "position":
         return _tree_page_statement(shape)
     direction = sa.asc if ascending else sa.desc
     t = task_table.c
     key = SORT_KEYS[sort]
-    conditions = list(_conditions(shape, scoped=not per_list))
+    conditions = list(_conditions(shape, scoped=scope is IN_SCOPE))
     nulls_last = False
     if start in ("after", "dated_after"):
         cursor = sa.tuple_(sa.bindparam("after_value", type_=key.type), sa.bindparam("after_id"))
@@ -204,38 +232,52 @@ def _page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: S
     if start in ("dated", "dated_after"):
         conditions.append(t.due_date.is_not(None))  # no NULLS LAST: the index's own order serves both directions
     elif start in ("undated", "undated_after"):
+        # Every due date here is NULL, so (due_date, id) is the order by id, and the one the list's
+        # due-date index keeps: read in order instead of reading all the undated tasks to sort them.
         conditions.append(t.due_date.is_(None))
-        key = None  # by id alone
         if start == "undated_after":
             conditions.append(t.id > sa.bindparam("after_id") if ascending else t.id < sa.bindparam("after_id"))
     elif sort == "due_date":
         nulls_last = True  # tasks without a due date come last in both orders
 
     def order(sort_key: Any, task_id: Any) -> list[Any]:
-        primary = [] if key is None else [direction(sort_key).nulls_last() if nulls_last else direction(sort_key)]
-        return [*primary, direction(task_id)]  # ties broken by id: pages are stable
+        primary = direction(sort_key).nulls_last() if nulls_last else direction(sort_key)
+        return [primary, direction(task_id)]  # ties broken by id: pages are stable
 
     sort_key = SORT_KEYS[sort].label("sort_key")
     rows = sa.select(*PUBLIC_SELECTED, sort_key).where(*conditions).order_by(*order(sort_key.element, t.id))
-    if not per_list:
+    if scope is IN_SCOPE:
         statement = rows.limit(sa.bindparam("limit"))
         return _planned_per_call(statement.offset(sa.bindparam("offset")) if start == "offset" else statement, shape)
-    visible = access.lists_of_caller(access.SEE).subquery("visible")
-    page = rows.where(t.list_id == visible.c.list_id).limit(sa.bindparam("inner_limit")).lateral("page")
+    page = _each_list(rows, scope, shape)
     statement = (
         sa.select(*(page.c[column.key] for column in PUBLIC_SELECTED), page.c.sort_key)
-        .select_from(visible.join(page, sa.true()))
         .order_by(*order(page.c.sort_key, page.c.id))
         .limit(sa.bindparam("limit"))
     )
     return _planned_per_call(statement.offset(sa.bindparam("offset")) if start == "offset" else statement, shape)
 
 
+def _each_list(rows: sa.Select, scope: Scope, shape: tuple[Any, ...]) -> sa.FromClause:
+    """`rows` of each of the caller's lists, in order, at most `inner_limit` of each: read through a
+    LATERAL join (EACH_LIST), or one branch per list named as a value (a number)."""
+    if scope is EACH_LIST:
+        visible = access.lists_of_caller(access.SEE).subquery("visible")
+        page = rows.where(*in_list(visible.c.list_id, shape)).limit(sa.bindparam("inner_limit")).lateral("page")
+        return sa.select(page).select_from(visible.join(page, sa.true())).subquery("each_list")
+    branches = [rows.where(*in_list(_scope_list(index), shape)).limit(sa.bindparam("inner_limit")) for index in range(scope)]
+    return sa.union_all(*branches).subquery("each_list")
+
+
+def _scope_list(index: int) -> sa.BindParameter:
+    return sa.bindparam(f"scope_list_{index}", type_=sa.Integer)
+
+
 def _planned_per_call(statement: sa.Select, shape: tuple[Any, ...]) -> sa.Select:
-    """For a user with many tasks, a search or a tag filter is planned for its values on every call,
-    never prepared: how many tasks a word or a tag matches decides the plan (walk the order's index
-    and probe each task, or read the matches and sort them). Generic plans read them all: after a few
-    rare words, a common one cost 120 ms instead of 2; `tag=home` 33 ms instead of 3."""
+    """For a user with many tasks, a listing is planned for its values on every call, never prepared:
+    how many tasks a list, a word or a tag holds decides the plan (walk the order's index and probe
+    each task, or read the matches and sort them). Generic plans read them all: after a few rare
+    words, a common one cost 120 ms instead of 2; `tag=home` 33 ms instead of 3."""
     return statement.execution_options(prepare=False) if shape[-1] else statement
 
 
@@ -309,11 +351,18 @@ async def _has_many_tasks(connection: Any, user_id: str) -> bool:
 
 
 @functools.lru_cache(maxsize=512)
-def _count_statement(shape: tuple[Any, ...]) -> sa.Select:
+def _count_statement(shape: tuple[Any, ...], scope: Scope = IN_SCOPE) -> sa.Select:
+    """The matching tasks, counted in the caller's lists (a number as `scope`: the lists named as
+    values, as `_page_statement`)."""
     tag_count = shape[3]
     if tag_count and not any(shape[:3]) and not any(shape[4:6]) and shape[6] is None and not any(shape[7:11]):
         return _tagged_count(tag_count)
-    return _planned_per_call(sa.select(sa.func.count()).select_from(task_table).where(*_conditions(shape)), shape)
+    named = [_scope_list(index) for index in range(scope or 0)]
+    scoped = [task_table.c.list_id.in_(named)] if named else []
+    if named and shape[1] == "indexed":
+        scoped.append(SEARCH_SCOPE.in_([sa.cast(list_id, sa.BigInteger) for list_id in named]))
+    conditions = [*_conditions(shape, scoped=not scope), *scoped]
+    return _planned_per_call(sa.select(sa.func.count()).select_from(task_table).where(*conditions), shape)
 
 
 def _tagged_count(tag_count: int) -> sa.Select:
@@ -342,6 +391,16 @@ def _segments(sort: str, after: keyset.Cursor | None) -> list[tuple[Start, dict[
     return [("dated_after", values), ("undated", {})]
 
 
+async def _scope_of(connection: Any, filters: TaskFilter) -> tuple[Scope, list[int]]:
+    """How a PostgreSQL listing reaches the caller's lists (see IN_SCOPE), and the lists it names."""
+    if filters.list_id is not None:
+        return IN_SCOPE, []
+    if not filters.many_tasks:
+        return EACH_LIST, []
+    lists = await access.lists_of(connection, filters.user_id)
+    return (len(lists), lists) if 0 < len(lists) <= MAX_LIST_BRANCHES else (EACH_LIST, [])
+
+
 @dataclass
 class Page:
     tasks: list[dict[str, Any]]
@@ -360,13 +419,18 @@ async def list_tasks(
     the page itself shows the total (a first or last offset page that ends the result). A `list_id` /
     `parent_id` that is not the caller's is a 404 (looked up only when nothing matched)."""
     check_ids(filters.list_id, filters.parent_id)
+    # A copy: the zone and the user's size are worked out here, while the caller's filters stay as the
+    # client sent them (a cursor is bound to those: keyset.identity).
+    filters = dataclasses.replace(filters)
     async with db.connect() as connection:
         if filters.due_on is not None and filters.zone_name is None:
             filters.zone_name = await settings_store.zone_of(connection, filters.user_id)
-        if (filters.text or filters.tags) and connection.dialect == "postgresql":
+        scope, lists = IN_SCOPE, []
+        if connection.dialect == "postgresql":
             filters.many_tasks = await _has_many_tasks(connection, filters.user_id)
-        shape, parameters = filters.shape(), filters.parameters()
-        rows = await _page_rows(connection, shape, sort, ascending, parameters, limit + 1, offset, after)
+            scope, lists = await _scope_of(connection, filters)
+        shape, parameters = filters.shape(), {**filters.parameters(), **numbered("scope_list", lists)}
+        rows = await _page_rows(connection, shape, sort, ascending, parameters, limit + 1, offset, after, scope)
         has_more = len(rows) > limit
         rows = rows[:limit]
         start = after.offset if after else offset
@@ -380,7 +444,7 @@ async def list_tasks(
         if count and after is None and not has_more and (offset == 0 or tasks):
             total = offset + len(tasks)  # the last page: no count query needed
         elif count:
-            total = await connection.fetch_value(_count_statement(shape), parameters)
+            total = await connection.fetch_value(_count_statement(shape, scope), parameters)
         if not tasks and not total:
             await check_scope(connection, filters.user_id, filters.list_id, filters.parent_id)
     return Page(tasks, total, start, has_more, next_cursor)
@@ -388,33 +452,32 @@ async def list_tasks(
 
 async def _page_rows(
     connection: Any, shape: tuple[Any, ...], sort: str, ascending: bool, parameters: dict[str, Any],
-    wanted: int, offset: int, after: keyset.Cursor | None,
+    wanted: int, offset: int, after: keyset.Cursor | None, scope: Scope,
 ) -> list[dict[str, Any]]:
-    per_list = connection.dialect == "postgresql" and not parameters["list_id"]
     if offset or sort == "position":
-        statement = _page_statement(shape, sort, ascending, "offset", per_list)
+        statement = _page_statement(shape, sort, ascending, "offset", scope)
         values = {"limit": wanted, "offset": offset, "roots": wanted + offset, "inner_limit": wanted + offset}
         return await connection.fetch_all(statement, {**parameters, **values})
     segments = _segments(sort, after)
     starts = tuple(start for start, _ in segments)
     if len(starts) == 1:
-        statement = _page_statement(shape, sort, ascending, starts[0], per_list)
+        statement = _page_statement(shape, sort, ascending, starts[0], scope)
     else:
-        statement = _segments_statement(shape, sort, ascending, starts, per_list)
+        statement = _segments_statement(shape, sort, ascending, starts, scope)
     values = {name: value for _, segment_values in segments for name, value in segment_values.items()}
     return await connection.fetch_all(statement, {**parameters, **values, "limit": wanted, "inner_limit": wanted})
 
 
 @functools.lru_cache(maxsize=512)
 def _segments_statement(
-    shape: tuple[Any, ...], sort: str, ascending: bool, starts: tuple[Start, ...], per_list: bool = False
+    shape: tuple[Any, ...], sort: str, ascending: bool, starts: tuple[Start, ...], scope: Scope = IN_SCOPE
 ) -> sa.Select:
     """A page that spans segments (due date: the dated tasks, then the undated ones) as ONE statement:
     each segment read in its own index range, at most `limit` rows each, then put in segment order.
     (One statement per segment cost a round trip more on every first page sorted by due date.)"""
     direction = sa.asc if ascending else sa.desc
     parts = [
-        sa.select(_page_statement(shape, sort, ascending, start, per_list).subquery(f"segment_{number}"),
+        sa.select(_page_statement(shape, sort, ascending, start, scope).subquery(f"segment_{number}"),
                   sa.literal_column(str(number)).label("segment"))
         for number, start in enumerate(starts)
     ]

@@ -21,9 +21,10 @@ from typing import Protocol, TypeVar
 import sqlalchemy as sa
 
 import dates
+import fingerprints
 from db import Connection, Database, DuplicateKey
 from errors import Conflict, IdempotencyKeyReused
-from idempotency import RETENTION, fingerprint_of, key_table
+from idempotency import RETENTION, key_table
 from models import UTCDateTime
 
 LEASE_MARGIN_SECONDS = 10.0
@@ -71,7 +72,7 @@ S = TypeVar("S", bound=Started)
 
 
 def turn_key(user_id: str, key: str, message: str, conversation_id: int | None) -> TurnKey:
-    return TurnKey(user_id, key, fingerprint_of("chat", {"message": message, "conversation_id": conversation_id}))
+    return TurnKey(user_id, key, fingerprints.of_values("chat", {"message": message, "conversation_id": conversation_id}))
 
 
 async def claim(connection: Connection, turn: TurnKey, lease_seconds: float) -> Claimed | Answered:

@@ -37,7 +37,12 @@ LEGACY_SHAPES: dict[str, list[tuple[tuple[str, ...], bool]]] = {
 
 def of(kind: str, body: BaseModel) -> str:
     """The fingerprint stored with a new key."""
-    payload = {"kind": kind, "sent": body.model_dump(exclude_unset=True)}
+    return of_values(kind, body.model_dump(exclude_unset=True))
+
+
+def of_values(kind: str, sent: dict[str, Any]) -> str:
+    """The fingerprint of a request made of these values (a chat turn's message and conversation)."""
+    payload = {"kind": kind, "sent": sent}
     digest = hashlib.sha256(orjson.dumps(payload, option=DUMP_OPTIONS)).digest()
     return FORMAT + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 

@@ -38,6 +38,7 @@ from responses import FastJSONResponse, to_json
 from schemas import ProtectedResource
 
 # The SDK logs every stateless request at INFO ("Terminating session: None"); our access log has them.
+log = logging.getLogger("task_api.mcp")
 logging.getLogger("mcp").setLevel(logging.WARNING)
 
 MCP_PATH = "/mcp"

@@ -14,12 +14,12 @@ SQLModel.metadata.naming_convention = {
 }
 
 PRIORITIES = ("low", "medium", "high")
-# The listing's priority order (high > medium > low), spelt as queries.PRIORITY_RANK compiles: an
+# The listing's priority order (high > medium > low), spelt as listing_sql.PRIORITY_RANK compiles: an
 # index on an expression serves only a query with exactly that expression.
 PRIORITY_RANK_SQL = "(CASE WHEN (priority = 'low') THEN 1 WHEN (priority = 'medium') THEN 2 WHEN (priority = 'high') THEN 3 END)"
 # A task's searched text (`q=`: a substring of the title or of the description): both lowered,
 # joined by a control character. A search text without that character is in one of the two exactly
-# when it is in this (queries.py uses the plain OR for a text with it). Migration 0009 indexes it.
+# when it is in this (listing_sql.py uses the plain OR for a text with it). Migration 0009 indexes it.
 SEARCH_SEPARATOR = "\x1f"
 SEARCHED_TEXT_SQL = f"lower(title) || '{SEARCH_SEPARATOR}' || lower(coalesce(description, ''))"
 SEARCH_SCOPE_SQL = "(CAST(list_id AS BIGINT))"

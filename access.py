@@ -14,7 +14,7 @@ Every path asks here, in the statement or the transaction of its read or write, 
   by the write itself, and a write that matched nothing is explained by `explain_task_miss`
   (404 for a non-member, 403 naming the role needed for a member, else the If-Match 412);
 - writes in a transaction check with `require` / `require_task` first;
-- feeds fan out to `members_of(list)`: everyone who may see the list gets its changes.
+- feeds fan out to `audience(list)`: everyone who may see the list gets its changes.
 
 Membership changes (join, leave, removal, role, transfer, deleting a shared list) run in
 `membership_change` transactions: on PostgreSQL such a transaction first waits for every write in
@@ -91,8 +91,8 @@ def assignable(list_id: sa.ColumnElement, user_id: sa.ColumnElement) -> sa.Colum
     return sa.exists().where(m.list_id == list_id, m.user_id == user_id, m.role.in_(_roles(EDIT_TASKS)))
 
 
-def members_of(list_id: sa.ColumnElement) -> sa.Select:
-    """Everyone who sees the list: the audience of its changes (events.py)."""
+def audience(list_id: sa.ColumnElement) -> sa.Select:
+    """Everyone who sees the list: whose feeds get its changes (events.py)."""
     return sa.select(member_table.c.user_id).where(member_table.c.list_id == list_id)
 
 
@@ -106,6 +106,14 @@ MEMBERS = (
 )
 ASSIGNEE_ALLOWED = sa.select(assignable(sa.bindparam("list_id", type_=sa.Integer), sa.bindparam("user_id", type_=sa.String)))
 TASK_LIST = sa.select(task_table.c.list_id).where(task_table.c.id == sa.bindparam("task_id"))
+
+
+CALLERS_LISTS = lists_of_caller().order_by(member_table.c.list_id)
+
+
+async def lists_of(connection: Connection, user_id: str) -> list[int]:
+    """The ids of the lists the user sees."""
+    return [row["list_id"] for row in await connection.fetch_all(CALLERS_LISTS, {"caller": user_id})]
 
 
 async def role_of(connection: Connection, user_id: str, list_id: int) -> str | None:

@@ -128,48 +128,30 @@ class Settings(DatabaseSettings):
             raise ValueError("BETTER_AUTH_SECRET is a placeholder or repetitive value; set a random secret.")
         return secret
 
-    @field_validator("metrics_token", mode="before")
+    @field_validator(
+        "better_auth_url", "jwks_url", "jwt_issuer", "jwt_audience", "public_url", "metrics_token", "openai_api_key",
+        mode="before",
+    )
     @classmethod
-    def blank_token_is_unset(cls, value: str | None) -> str | None:
-        return value.strip() or None if isinstance(value, str) else value
-
-    @field_validator("openai_api_key", mode="before")
-    @classmethod
-    def blank_key_is_unset(cls, value: str | None) -> str | None:
+    def blank_is_unset(cls, value: str | None) -> str | None:
         return value.strip() or None if isinstance(value, str) else value
 
     @field_validator("openai_base_url", mode="before")
     @classmethod
     def require_model_url(cls, url: str | None) -> str | None:
-        url = (url or "").strip()
-        if not url:
-            return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                "OPENAI_BASE_URL must be an http:// or https:// URL of a Chat Completions API, e.g. "
-                "http://localhost:11434/v1 (Ollama) or https://generativelanguage.googleapis.com/v1beta/openai/ (Gemini)."
-            )
-        return url.rstrip("/")
-
-    @field_validator("better_auth_url", "jwks_url", "jwt_issuer", "jwt_audience", "public_url", mode="before")
-    @classmethod
-    def blank_is_unset(cls, value: str | None) -> str | None:
-        return value.strip() or None if isinstance(value, str) else value
+        url = _http_url(
+            url, "OPENAI_BASE_URL must be an http:// or https:// URL of a Chat Completions API, e.g. "
+            "http://localhost:11434/v1 (Ollama) or https://generativelanguage.googleapis.com/v1beta/openai/ (Gemini).",
+        )
+        return url.rstrip("/") if url else None
 
     @field_validator("events_webhook_url", mode="before")
     @classmethod
     def require_http_url(cls, url: str | None) -> str | None:
-        url = (url or "").strip()
-        if not url:
-            return None
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                "EVENTS_WEBHOOK_URL must be an http:// or https:// URL, e.g. "
-                "http://localhost:3500/v1.0/publish/pubsub/task-events (a Dapr sidecar)."
-            )
-        return url
+        return _http_url(
+            url, "EVENTS_WEBHOOK_URL must be an http:// or https:// URL, e.g. "
+            "http://localhost:3500/v1.0/publish/pubsub/task-events (a Dapr sidecar).",
+        )
 
     @field_validator("events_webhook_secret", mode="before")
     @classmethod
@@ -216,6 +198,17 @@ class Settings(DatabaseSettings):
     @cached_property
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+def _http_url(url: str | None, refusal: str) -> str | None:
+    """An http(s) URL as given (trimmed), None when blank; `refusal` when it is not one."""
+    url = (url or "").strip()
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(refusal)
+    return url
 
 
 def _url_variants(value: str | None) -> list[str] | None:

@@ -2,7 +2,7 @@
 feed of `GET /api/changes`, `GET /api/events` and the outbound webhook (contract §10, §12).
 
 Each user has a feed. A change of a list's tasks goes into the feed of every member of the list
-(access.members_of, read by the same statement or transaction as the change: fan-out on write), each
+(access.audience, read by the same statement or transaction as the change: fan-out on write), each
 with `actor`, the user who made it; what differs per member (a list's `role` and `position`) is
 recorded member by member.
 
@@ -65,7 +65,7 @@ INSERT_BATCH = 100
 
 @dataclass(frozen=True)
 class Change:
-    """One change, and whose feeds it goes to: every member of `list_id` (access.members_of), or the
+    """One change, and whose feeds it goes to: every member of `list_id` (access.audience), or the
     one user `user_id` (what differs per member, such as a list's `role`, is recorded per member)."""
 
     type: str
@@ -91,13 +91,12 @@ _CHANGE_TYPES = {"type": sa.String(), "entity_id": sa.BigInteger(), "data": sa.J
 def _insert_events_statement(fan_out: bool, count: int) -> sa.Insert:
     """`count` changes, each into the feed of its user or of every member of its list, in order, with
     no seq yet (`sequence` numbers them once committed)."""
-    member = access.member_table.c
     rows = []
     for index in range(count):
         values = [sa.bindparam(f"{name}_{index}", type_=type_).label(name) for name, type_ in _CHANGE_TYPES.items()]
         order = sa.literal_column(str(index)).label("n")
         if fan_out:
-            row = sa.select(member.user_id, *values, order).where(member.list_id == sa.bindparam(f"list_id_{index}"))
+            row = access.audience(sa.bindparam(f"list_id_{index}", type_=sa.Integer)).add_columns(*values, order)
         else:
             row = sa.select(sa.bindparam(f"user_id_{index}", type_=sa.String()).label("user_id"), *values, order)
         rows.append(row)
@@ -124,18 +123,18 @@ def with_event(
     matches no row records nothing. `also`, given the written rows, builds one more write of the same
     statement (a new task's tag rows). Cached: built once per statement."""
     changed = statement.cte("changed")
-    member = access.member_table.alias("audience")
+    audience = access.audience(changed.c.list_id).lateral("audience")
     event = (
         sa.select(
-            member.c.user_id,
+            audience.c.user_id,
             sa.bindparam("caller", type_=sa.String),
             sa.literal_column(f"'{event_type}'", sa.String),  # one of TYPES, never client input
             changed.c.id,
             data_of(changed.c) if data_of is not None else sa.null(),
             sa.func.now(),
         )
-        .select_from(changed.join(member, member.c.list_id == changed.c.list_id))
-        .order_by(changed.c.id, member.c.user_id)
+        .select_from(changed.join(audience, sa.true()))
+        .order_by(changed.c.id, audience.c.user_id)
     )
     recorded = sa.insert(event_table).from_select(list(EVENT_COLUMNS), event).cte("recorded")
     written = sa.select(*changed.c).add_cte(recorded)

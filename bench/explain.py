@@ -1,4 +1,5 @@
-"""Show that the listing, stats and tags queries use an index on user_id, at scale, on PostgreSQL.
+"""Show that the listing, stats and tags queries read each of the caller's lists through an index
+whose first column is list_id, at scale, on PostgreSQL.
 
 Usage (from the repository root):
 
@@ -11,17 +12,21 @@ What it does:
    destroyed), through the server's `postgres` database.
 2. Migrates it with `db.upgrade_schema(url)` (the service's Alembic migrations, nothing else).
 3. Seeds --tasks tasks spread over --users users, plus one heavy user (`heavy_user`) with
-   --heavy-tasks tasks, with COPY. Tags go both in `task.tags` (JSON, as the API returns them) and
-   in `task_tag` (tag_key = tag.lower()), exactly as store.py writes them. Then ANALYZE.
+   --heavy-tasks tasks, with COPY, each user's tasks in their Inbox, owned by them and with them as
+   its one member (`list_member`, role `owner`). Tags go both in `task.tags` (JSON, as the API
+   returns them) and in `task_tag` (tag_key = tag.lower(), with the task's list), exactly as
+   store.py writes them. Then VACUUM ANALYZE.
 4. Runs the service's own statements: it calls `queries.list_tasks` / `queries.stats` /
    `queries.tag_counts` with filters and orders built by `routes.listing.ListQuery`, captures the SQL
    and parameters they send to the driver (db.Connection._execute, wrapped), and runs
    `EXPLAIN (ANALYZE, BUFFERS)` on exactly that.
-5. Prints every plan, then one summary line per query: which indexes it used, and whether one of
-   them is an index whose first column is user_id.
+5. Prints every plan, then one summary line per statement: which indexes it used (the caller's
+   memberships come from `ix_list_member_user_id`), whether one of them is an index on task or
+   task_tag whose first column is list_id, and the execution time.
 
-Exit status: 0 when every query used a user_id index, 1 otherwise. The database is dropped at
-the end unless --keep is given.
+Exit status: 0 when every statement used such a list_id index and none read task, task_tag or
+list_member by a sequential scan, 1 otherwise. An index is not yet a fast plan: read the times
+(bench/scale.py times every case). The database is dropped at the end unless --keep is given.
 """
 import argparse
 import asyncio
@@ -65,7 +70,7 @@ TAGS = ["home", "work", "errands", "urgent", "finance", "health", "family", "tra
         "shopping", "garden", "car", "music", "reading", "sport", "Home", "Work", "Urgent"]
 TASK_COLUMNS = ("id", "user_id", "title", "description", "completed", "priority", "tags", "due_date",
                 "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at", "version")
-TAG_COLUMNS = ("task_id", "tag_key", "user_id", "tag")
+TAG_COLUMNS = ("task_id", "tag_key", "list_id", "tag")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -122,11 +127,8 @@ def seed(url: str, users: int, tasks: int, heavy_tasks: int) -> None:
     rows = [make_task(rng, user_ids[i % users]) for i in range(tasks)]
     rows += [make_task(rng, HEAVY_USER) for _ in range(heavy_tasks)]
     rows.sort(key=lambda row: row["created_at"])  # ids in creation order, users interleaved
-    lists = seed_lists.place(rows, NOW)  # each task in its user's default list, in created order
-    list_csv = io.StringIO()
-    list_writer = csv.writer(list_csv)
-    for row in lists:
-        list_writer.writerow([_csv_value(name, row[name]) for name in seed_lists.LIST_COLUMNS])
+    lists, members = seed_lists.as_tables(seed_lists.place(rows, NOW))  # each task in its user's Inbox, in created order
+    list_csv, member_csv = as_csv(lists, seed_lists.LIST_COLUMNS), as_csv(members, seed_lists.MEMBER_COLUMNS)
     task_csv, tag_csv = io.StringIO(), io.StringIO()
     task_writer, tag_writer = csv.writer(task_csv), csv.writer(tag_csv)
     tag_rows = 0
@@ -134,14 +136,16 @@ def seed(url: str, users: int, tasks: int, heavy_tasks: int) -> None:
         row["id"] = task_id
         task_writer.writerow([_csv_value(name, row[name]) for name in TASK_COLUMNS])
         for tag in row["tags"]:
-            tag_writer.writerow([task_id, tag.lower(), row["user_id"], tag])  # as store._replace_tags
+            tag_writer.writerow([task_id, tag.lower(), row["list_id"], tag])  # as store._replace_tags
             tag_rows += 1
     engine = sa.create_engine(url)
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        list_csv.seek(0)
         cursor.copy_expert(f"COPY list ({', '.join(seed_lists.LIST_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", list_csv)
+        cursor.copy_expert(
+            f"COPY list_member ({', '.join(seed_lists.MEMBER_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", member_csv
+        )
         cursor.execute("SELECT setval(pg_get_serial_sequence('list', 'id'), (SELECT max(id) FROM list))")
         task_csv.seek(0)
         cursor.copy_expert(f"COPY task ({', '.join(TASK_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", task_csv)
@@ -151,14 +155,24 @@ def seed(url: str, users: int, tasks: int, heavy_tasks: int) -> None:
         raw.commit()
         raw.driver_connection.autocommit = True  # VACUUM runs outside a transaction
         cursor = raw.driver_connection.cursor()
-        cursor.execute("VACUUM ANALYZE task")
-        cursor.execute("VACUUM ANALYZE task_tag")
+        for table in ("list", "list_member", "task", "task_tag"):
+            cursor.execute(f"VACUUM ANALYZE {table}")
         raw.driver_connection.autocommit = False
     finally:
         raw.close()
         engine.dispose()
     print(f"seeded {len(rows):,} tasks ({tasks:,} over {users:,} users, {heavy_tasks:,} for {HEAVY_USER}) "
           f"and {tag_rows:,} task_tag rows")
+
+
+def as_csv(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> io.StringIO:
+    """The rows as COPY's csv, ready to read."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    for row in rows:
+        writer.writerow([_csv_value(name, row.get(name)) for name in columns])
+    buffer.seek(0)
+    return buffer
 
 
 def _csv_value(name: str, value: Any) -> Any:
@@ -241,14 +255,14 @@ def capture(url: str, run: Callable[[Database], Any]) -> list[tuple[str, Any]]:
     return captured
 
 
-def user_id_indexes(engine: sa.Engine) -> set[str]:
-    """Indexes on task / task_tag whose first key column is user_id."""
+def list_id_indexes(engine: sa.Engine) -> set[str]:
+    """Indexes on task / task_tag whose first key column is list_id."""
     sql = """
         SELECT i.relname FROM pg_index x
         JOIN pg_class i ON i.oid = x.indexrelid
         JOIN pg_class t ON t.oid = x.indrelid
         JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]
-        WHERE t.relname IN ('task', 'task_tag') AND a.attname = 'user_id'
+        WHERE t.relname IN ('task', 'task_tag') AND a.attname = 'list_id'
     """
     with engine.connect() as connection:
         return {row[0] for row in connection.exec_driver_sql(sql)}
@@ -299,8 +313,8 @@ def main() -> int:
         light_user = connection.exec_driver_sql(
             f"SELECT user_id FROM task WHERE user_id <> '{HEAVY_USER}' ORDER BY id LIMIT 1"
         ).scalar_one()
-    indexes = user_id_indexes(engine)
-    print(f"PostgreSQL {server}; indexes with user_id first: {', '.join(sorted(indexes))}")
+    indexes = list_id_indexes(engine)
+    print(f"PostgreSQL {server}; indexes with list_id first: {', '.join(sorted(indexes))}")
 
     summary: list[str] = []
     all_ok = True
@@ -310,8 +324,8 @@ def main() -> int:
             sql, plan = explain(engine, statement, parameters)
             used = list(dict.fromkeys(INDEX_IN_PLAN.findall("\n".join(plan))))
             seq = list(dict.fromkeys(SEQ_SCAN.findall("\n".join(plan))))
-            on_user_id = [name for name in used if name in indexes]
-            ok = bool(on_user_id) and not {"task", "task_tag"} & set(seq)
+            on_list_id = [name for name in used if name in indexes]
+            ok = bool(on_list_id) and not {"task", "task_tag", "list_member"} & set(seq)
             all_ok &= ok
             total = next((line for line in plan if line.startswith("Execution Time")), "")
             print("\n" + "=" * 100 + f"\n{label}\n" + "-" * 100)
@@ -319,7 +333,7 @@ def main() -> int:
             print("-" * 100)
             print("\n".join(plan))
             summary.append(
-                f"{'OK  ' if ok else 'FAIL'} {label:<48} user_id index: {'yes' if on_user_id else 'NO '} "
+                f"{'OK  ' if ok else 'FAIL'} {label:<48} list_id index: {'yes' if on_list_id else 'NO '} "
                 f"({', '.join(used) or 'no index'}{'; seq scan on ' + ', '.join(seq) if seq else ''}); {total}"
             )
     print("\n" + "=" * 100 + "\nSummary\n" + "-" * 100)

@@ -170,3 +170,18 @@ def test_openapi_documents_cursor_and_count(client):
     assert parameters["cursor"]["description"] and parameters["count"]["description"]
     assert "cursor" in operation["responses"]["200"]["headers"]["Link"]["description"]
     assert "count=false" in operation["responses"]["200"]["headers"]["X-Total-Count"]["description"]
+
+
+def test_a_due_on_listing_pages_on_by_cursor_with_the_zone_of_the_settings(alice):
+    """The zone `due_on` reads in comes from the user's settings when `tz` is not sent: worked out
+    while the page is read, it must not change what the next page's cursor belongs to."""
+    alice.patch("/api/settings", json={"time_zone": "Europe/Berlin"})
+    created = {alice.create_task(title=f"t{n}", due_date=f"2026-12-01T{8 + n:02d}:00:00Z")["id"] for n in range(5)}
+    response, seen = alice.get("/api/tasks", params={"due_on": "2026-12-01", "limit": 2}), set()
+    while True:
+        assert response.status_code == 200, response.text
+        seen |= {task["id"] for task in response.json()}
+        if "next" not in response.links:
+            break
+        response = alice.get(response.links["next"]["url"])
+    assert seen == created

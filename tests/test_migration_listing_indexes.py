@@ -6,7 +6,7 @@ from alembic import command
 from sqlalchemy.dialects import postgresql, sqlite
 
 import models
-import queries
+import listing_sql
 from config import Settings
 from test_migration_lists import alembic_config
 
@@ -54,5 +54,5 @@ def test_listing_indexes_upgrade_downgrade_upgrade(scratch_database, backend_nam
 
 @pytest.mark.parametrize("dialect", [postgresql.dialect(), sqlite.dialect()], ids=["postgresql", "sqlite"])
 def test_priority_rank_is_spelt_as_its_index(dialect):
-    compiled = str(queries.PRIORITY_RANK.compile(dialect=dialect)).replace("task.", "")
+    compiled = str(listing_sql.PRIORITY_RANK.compile(dialect=dialect)).replace("task.", "")
     assert f"({compiled})" == models.PRIORITY_RANK_SQL

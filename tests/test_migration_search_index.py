@@ -5,6 +5,7 @@ from alembic import command
 from sqlalchemy.dialects import postgresql
 
 import models
+import listing_sql
 import queries
 from test_migration_listing_indexes import catalog_names, index_names
 from test_migration_lists import alembic_config
@@ -36,7 +37,7 @@ def test_search_index_upgrade_downgrade_upgrade(scratch_database, backend_name):
 
 def test_search_uses_the_indexed_expression():
     shape = queries.TaskFilter("someone", text="x", many_tasks=True).shape()
-    sql = str(queries._count_statement(shape).compile(dialect=postgresql.dialect()))
+    sql = str(listing_sql.count_statement(shape).compile(dialect=postgresql.dialect()))
     assert f"({models.SEARCHED_TEXT_SQL}) LIKE" in sql
 
 

@@ -13,36 +13,15 @@ orders every write, so fewer rounds there.
 """
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from conftest import TEST_SECRET
-from live_server import LiveServer
 from sharing_helpers import LiveUser, accept, create_list, cursor_now, invitation, join, read_feed, remove_member, replay, tasks_by_id
+from test_sharing_feed_live import live, people  # noqa: F401 (fixtures: the live server, its users)
 
 pytestmark = pytest.mark.slow
 ROUNDS = {"postgres": 30, "sqlite": 6}
 WRITERS = 3
-
-
-@pytest.fixture(scope="module")
-def live(backend, scratch_database) -> Iterator[LiveServer]:
-    with LiveServer(scratch_database(backend), secret=TEST_SECRET, workers=2, env={"LOG_LEVEL": "WARNING"}) as server:
-        yield server
-
-
-@pytest.fixture
-def people(live):
-    made: list[LiveUser] = []
-
-    def make(prefix: str) -> LiveUser:
-        made.append(LiveUser(live.url, prefix))
-        return made[-1]
-
-    yield make
-    for user in made:
-        user.close()
 
 
 class Writers:

@@ -1,5 +1,5 @@
 """`sort=position` pages: a page without filters reads only the first top-level tasks and their
-subtasks (queries._tree_page_statement); every page is still exactly its slice of the whole tree,
+subtasks (listing_sql.tree_page_statement); every page is still exactly its slice of the whole tree,
 with subtasks under any number of roots, moves, and another user's list never shown."""
 import pytest
 

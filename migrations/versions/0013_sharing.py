@@ -122,13 +122,20 @@ def _task_indexes_by_list(postgresql: bool) -> None:
         op.create_index("ix_task_list_id_title", "task", ["list_id", sa.text("lower(title)"), "id"])
         op.execute("DROP STATISTICS IF EXISTS st_task_user_key")
         op.execute("DROP INDEX ix_task_search")
-        op.execute(f"CREATE INDEX ix_task_search ON task USING gin (list_id, ({SEARCHED_TEXT}) gin_trgm_ops)")
+        # The list's id as a bigint: an expression only a search names (models.SEARCH_SCOPE_SQL), so
+        # plain `list_id =` listings never pick this index, as lower(user_id) did before.
+        op.execute(f"CREATE INDEX ix_task_search ON task USING gin ((CAST(list_id AS BIGINT)), ({SEARCHED_TEXT}) gin_trgm_ops)")
+        if op.get_bind().dialect.server_version_info >= (14,):
+            # A search names its list twice (list_id, and the bigint for this index): one condition,
+            # not two independent ones, or the planner thinks a common word matches almost nothing.
+            op.execute("CREATE STATISTICS st_task_list_key (dependencies) ON list_id, (CAST(list_id AS BIGINT)) FROM task")
 
 
 def downgrade() -> None:
     """Back to one user per list: every share is dropped (members, invitations, assignees)."""
     postgresql = op.get_bind().dialect.name == "postgresql"
     if postgresql:
+        op.execute("DROP STATISTICS IF EXISTS st_task_list_key")
         op.execute("DROP INDEX ix_task_search")
         op.execute(f"CREATE INDEX ix_task_search ON task USING gin (lower(user_id), ({SEARCHED_TEXT}) gin_trgm_ops)")
         if op.get_bind().dialect.server_version_info >= (14,):

@@ -1,0 +1,82 @@
+"""The listing gives the same pages whichever way it reaches the caller's lists (queries.py, IN_SCOPE /
+EACH_LIST / one branch per list): a small user's, and a user with many tasks (forced here), whose
+lists are named one by one, up to MAX_LIST_BRANCHES of them, and past that read through the join.
+Their own lists and lists shared with them, every sort, filters, pages by offset and by cursor."""
+import pytest
+
+import queries
+from sharing_helpers import person, share_list  # noqa: F401 (person is a fixture)
+
+QUERIES = [
+    {},
+    {"sort": "title"},
+    {"sort": "due_date"},
+    {"sort": "due_date", "order": "desc"},
+    {"sort": "priority", "order": "asc"},
+    {"sort": "updated_at"},
+    {"completed": "false"},
+    {"status": "completed", "sort": "title", "order": "desc"},
+    {"priority": ["high", "low"]},
+    {"tag": ["home"]},
+    {"tag": ["home", "work"]},
+    {"q": "milk"},
+    {"overdue": "true"},
+    {"parent_id": "none"},
+    {"assignee": "none"},
+    {"offset": "3"},
+    {"limit": "4", "sort": "due_date", "order": "desc", "offset": "5"},
+]
+
+
+@pytest.fixture
+def reader(person):
+    """A member of four lists, their own two and two shared with them, each with assorted tasks."""
+    me, owner = person("reader"), person("owner")
+    mine = me.post("/api/lists", json={"name": "Mine"}).json()["id"]
+    edited, viewed = share_list(owner, me, "editor", name="Edited"), share_list(owner, me, "viewer", name="Viewed")
+    for author, list_id in ((me, None), (me, mine), (owner, edited), (owner, viewed)):
+        for n in range(5):
+            task = author.create_task(
+                title=f"{'milk' if n % 2 else 'bread'} {list_id} {n}",
+                priority=("low", "medium", "high")[n % 3],
+                tags=[["home"], ["home", "work"], [], ["work"], ["HOME"]][n],
+                due_date=None if n == 4 else f"202{5 + n % 2}-0{n + 1}-1{n}T10:00:00Z",
+                **({"list_id": list_id} if list_id else {}),
+            )
+            if n == 2:
+                author.create_task(title=f"milk under {task['id']}", parent_id=task["id"])
+            if n == 3:
+                author.post(f"/api/tasks/{task['id']}/toggle")
+    return me
+
+
+def pages(user, params: dict) -> tuple[list[int], str | None]:
+    """Every task of the listing, following rel="next" (by cursor, or by offset), and the total."""
+    response = user.get("/api/tasks", params={"limit": 3, **params})
+    seen, total = [], response.headers.get("X-Total-Count")
+    while True:
+        assert response.status_code == 200, response.text
+        seen += [task["id"] for task in response.json()]
+        if "next" not in response.links:
+            return seen, total
+        response = user.get(response.links["next"]["url"])
+
+
+@pytest.fixture(params=["small_user", "each_list_named", "past_the_branches"])
+def scope(request, monkeypatch) -> str:
+    if request.param != "small_user":
+        async def many(connection, user_id):
+            return True
+
+        monkeypatch.setattr(queries, "_has_many_tasks", many)
+    if request.param == "past_the_branches":
+        monkeypatch.setattr(queries, "MAX_LIST_BRANCHES", 2)
+    return request.param
+
+
+def test_every_listing_is_the_same_whichever_way_it_reads_the_lists(reader, scope, monkeypatch):
+    found = {str(params): pages(reader, params) for params in QUERIES}
+    monkeypatch.undo()  # the small user's way, as the reference
+    for params in QUERIES:
+        assert found[str(params)] == pages(reader, params), params
+    assert len(found["{}"][0]) == 24 and found["{}"][1] == "24"

@@ -19,6 +19,7 @@ QUERIES = [
     {"priority": ["high", "low"]},
     {"tag": ["home"]},
     {"tag": ["home", "work"]},
+    {"tag": ["home"], "completed": "false", "sort": "title"},
     {"q": "milk"},
     {"overdue": "true"},
     {"parent_id": "none"},

@@ -42,8 +42,9 @@ bench-eddsa: $(BIN)/.dev-installed
 bench-memory: $(BIN)/.dev-installed
 	$(BIN)/python bench/run.py --memory-only --budget 600
 
-## bench-scale: one user with 100,000 tasks (300,000 in all) on local PostgreSQL (~4 min): p50/p95 and
-## indexes of every list sort and filter, stats and tags; writes bench/results/scale.json
+## bench-scale: one user with 100,000 tasks of their own and one with 100,000 in 5 lists shared with
+## them (400,000 in all) on local PostgreSQL (~3-6 min): p50/p95 and indexes of every list sort and
+## filter, stats and tags; writes bench/results/scale.json
 bench-scale: $(BIN)/.dev-installed
 	$(BIN)/python bench/scale.py $(BENCH_ARGS)
 

@@ -37,8 +37,8 @@ from middleware import read_body, replay_body
 from responses import FastJSONResponse, to_json
 from schemas import ProtectedResource
 
-# The SDK logs every stateless request at INFO ("Terminating session: None"); our access log has them.
 log = logging.getLogger("task_api.mcp")
+# The SDK logs every stateless request at INFO ("Terminating session: None"); our access log has them.
 logging.getLogger("mcp").setLevel(logging.WARNING)
 
 MCP_PATH = "/mcp"

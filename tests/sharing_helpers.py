@@ -1,4 +1,4 @@
-"""Helpers for the sharing tests (contract §12, /work/notes/SHARING_DESIGN.md): people whose tokens
+"""Helpers for the sharing tests (contract §12 and the README's "Sharing a list"): people whose tokens
 carry an email, lists shared by invitation, errors checked the way the contract states them, and a
 user's change feed read whole and replayed into what the API shows.
 

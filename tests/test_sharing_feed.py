@@ -297,3 +297,21 @@ def test_changes_reminder_due_goes_to_the_feed_of_whom_it_fires_for_with_no_acto
     assert due(editor) == sorted([(assigned["id"], None), (editors["id"], None)])
     assert due(owner) == [(owners["id"], None)]
     assert due(viewer) == []
+
+
+def test_a_reminder_of_a_task_whose_creator_left_fires_for_no_one_until_someone_is_assigned(team, database_url, sql_engine):
+    owner, editor, viewer, list_id = team
+    at = soon(hours=2)
+    left_behind = editor.create_task(list_id=list_id, title="editor's", reminders=[{"at": z(at)}])
+    assert remove_member(editor, list_id, editor.user_id).status_code == 204
+    cursors = {user.user_id: cursor_now(user) for user in (owner, editor, viewer)}
+    fire(database_url, sql_engine, at + timedelta(seconds=1))
+    for user in (owner, editor, viewer):
+        assert [c for c in read_feed(user, cursors[user.user_id]) if c["type"] == "reminder.due"] == []
+
+    later = soon(hours=3)
+    assigned = owner.patch(f"/api/tasks/{left_behind['id']}", json={"assignee_id": owner.user_id, "reminders": [{"at": z(later)}]})
+    assert assigned.status_code == 200, assigned.text
+    fire(database_url, sql_engine, later + timedelta(seconds=1))
+    due = [c["id"] for c in read_feed(owner, cursors[owner.user_id]) if c["type"] == "reminder.due"]
+    assert due == [left_behind["id"]]

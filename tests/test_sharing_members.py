@@ -213,6 +213,14 @@ def test_transfer_to_a_non_member_is_422_naming_user_id(team, person, target):
     assert read_list(owner, list_id)["owner_id"] == owner.user_id
 
 
+def test_transfer_to_myself_is_422_naming_user_id_and_changes_nothing(team):
+    owner, editor, _, list_id = team
+    before = read_list(owner, list_id)
+    response = owner.post(f"/api/lists/{list_id}/transfer", json={"user_id": owner.user_id})
+    assert "user_id" in error_fields(response) and "already own" in response.text
+    assert read_list(owner, list_id) == before and read_list(editor, list_id)["role"] == "editor"
+
+
 def test_transfer_by_an_editor_is_403_naming_the_owner(team):
     owner, editor, _, list_id = team
     expect_forbidden(editor.post(f"/api/lists/{list_id}/transfer", json={"user_id": editor.user_id}), "owner")

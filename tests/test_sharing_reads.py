@@ -237,6 +237,15 @@ def test_list_tasks_by_assignee(team):
     assert int(owner.get("/api/tasks", params={"assignee": "none"}).headers["X-Total-Count"]) == 1
 
 
+def test_assignee_filter_empty_is_422_naming_it_and_a_non_members_id_finds_nothing(team, person):
+    owner, editor, _, list_id = team
+    owner.create_task(list_id=list_id, title="to editor", assignee_id=editor.user_id)
+    assert "assignee" in error_fields(owner.get("/api/tasks", params={"assignee": ""}))
+    stranger = person("stranger")
+    response = owner.get("/api/tasks", params={"assignee": stranger.user_id})
+    assert response.status_code == 200 and response.json() == [] and response.headers["X-Total-Count"] == "0"
+
+
 def test_task_user_id_is_its_creator_and_assignee_id_starts_null(team):
     owner, editor, viewer, list_id = team
     written = editor.create_task(list_id=list_id, title="by the editor")

@@ -7,6 +7,7 @@ writer at a time, so there the retry simply waits and replays. The primary key o
 the last line of defence: a duplicate insert fails and the request replays instead.
 """
 import logging
+import math
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -31,7 +32,10 @@ PURGE_EVERY_SECONDS = 600.0
 # Namespace of our advisory locks (any fixed int4), so they cannot collide with other users'.
 ADVISORY_LOCK_NAMESPACE = 7_270_736
 
-_last_purge = 0.0
+# Not yet in this process. (Not 0.0: monotonic time counts from the machine's boot, so a process started
+# in its first 10 minutes would not purge until then.)
+NEVER_PURGED = -math.inf
+_last_purge = NEVER_PURGED
 
 TRY_LOCK = sa.select(
     sa.func.pg_try_advisory_xact_lock(ADVISORY_LOCK_NAMESPACE, sa.func.hashtext(sa.bindparam("lock_name", type_=sa.Text)))

@@ -4,6 +4,7 @@ import threading
 import uuid
 from collections import Counter
 from datetime import timedelta
+from types import SimpleNamespace
 
 import httpx
 import pytest
@@ -171,7 +172,9 @@ def test_expired_keys_are_purged(sql_engine, alice, bob, monkeypatch):
     keyed_post(bob, recent_key, {"title": "b"})
     age_key(sql_engine, alice.user_id, old_key, timedelta(hours=25))
     age_key(sql_engine, bob.user_id, recent_key, timedelta(hours=23))
-    monkeypatch.setattr(idempotency, "_last_purge", 0.0)
+    # A process that has not purged yet, on a machine booted 5 minutes ago (monotonic time counts from boot).
+    monkeypatch.setattr(idempotency, "_last_purge", idempotency.NEVER_PURGED)
+    monkeypatch.setattr(idempotency, "time", SimpleNamespace(monotonic=lambda: 300.0))
     assert keyed_post(bob, new_key(), {"title": "triggers the purge"}).status_code == 201
     assert old_key not in key_rows(sql_engine, alice.user_id)
     assert recent_key in key_rows(sql_engine, bob.user_id)

@@ -33,7 +33,6 @@ SORT_KEYS = {
 }
 
 
-
 @functools.lru_cache(maxsize=512)
 def filter_conditions(shape: tuple[Any, ...], scoped: bool = True) -> tuple[sa.ColumnElement[bool], ...]:
     """The filters of one shape. `scoped`: with the caller's lists as the scope (a statement that reads

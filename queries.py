@@ -49,8 +49,9 @@ class TaskFilter:
     due_on: date | None = None
     zone_name: str | None = None  # the zone of `due_on`; None: the user's setting
     assignee: str | None = None  # "none": unassigned tasks only; a user id: tasks assigned to them
-    # PostgreSQL, a user with many tasks (list_tasks decides, for a search or tags): `text` is looked
-    # up in the trigram index, and a statement with either is planned for its values on every call.
+    # PostgreSQL, a user with many tasks (list_tasks decides, for every listing): `text` is looked up
+    # in the trigram index, the user's lists are named one branch each (listing_sql.each_list), and
+    # the statements are planned for their values on every call.
     many_tasks: bool = False
 
     def tag_keys(self) -> list[str]:
@@ -99,8 +100,8 @@ class TaskFilter:
         return values
 
 
-# A search uses the trigram index for a user with more tasks than this; a smaller user's tasks are
-# read as they are (0.5 ms for 100 tasks, where the index took 1.5 ms for a common word).
+# A user with more tasks than this has "many tasks" (TaskFilter.many_tasks). A smaller user's search
+# reads their tasks as they are (0.5 ms for 100 tasks, where the index took 1.5 ms for a common word).
 SEARCH_INDEX_FROM = 2000
 # Whether the user has more tasks than that: reads at most that many entries of an index.
 _MANY_TASKS = sa.select(
@@ -109,7 +110,7 @@ _MANY_TASKS = sa.select(
 )
 
 
-_many_tasks_seen: dict[str, tuple[float, bool]] = {}  # user -> (when, answer): searches come in bursts (typing)
+_many_tasks_seen: dict[str, tuple[float, bool]] = {}  # user -> (when, answer): listings come in bursts (paging, typing)
 _MANY_TASKS_FOR_SECONDS = 60.0
 
 

@@ -5,8 +5,8 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.dialects import postgresql, sqlite
 
-import models
 import listing_sql
+import models
 from config import Settings
 from test_migration_lists import alembic_config
 

@@ -4,8 +4,8 @@ import pytest
 from alembic import command
 from sqlalchemy.dialects import postgresql
 
-import models
 import listing_sql
+import models
 import queries
 from test_migration_listing_indexes import catalog_names, index_names
 from test_migration_lists import alembic_config

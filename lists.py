@@ -17,6 +17,7 @@ from fractional_indexing import generate_key_between
 from sqlalchemy.dialects import postgresql, sqlite
 
 import access
+import counts
 import events
 import tree
 from db import Connection, Database, Row
@@ -31,8 +32,8 @@ DEFAULT_LIST_NAME = "Inbox"
 MAX_LISTS = 1000
 
 _l, _t, _m = list_table.c, task_table.c, member_table.c
-TASK_COUNT = sa.select(sa.func.count()).where(_t.list_id == _l.id).scalar_subquery()
-COMPLETED_COUNT = sa.select(sa.func.count()).where(_t.list_id == _l.id, _t.completed.is_(True)).scalar_subquery()
+TASK_COUNT = counts.of_list(counts.ALL_TASKS, _l.id)
+COMPLETED_COUNT = counts.of_list(counts.COMPLETED_TASKS, _l.id)
 _audience = member_table.alias("audience")
 MEMBER_COUNT = sa.select(sa.func.count()).where(_audience.c.list_id == _l.id).scalar_subquery()
 PUBLIC_COLUMNS = (

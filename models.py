@@ -241,6 +241,37 @@ class TaskTag(SQLModel, table=True):
     tag: str = Field(sa_column=sa.Column(sa.String(TAG_LENGTH), nullable=False))
 
 
+class ListTaskCount(SQLModel, table=True):
+    """A list's tasks counted by state and priority, kept by triggers in every write's transaction
+    (migration 0015 says how): stats and the totals of state, priority and list filters read these."""
+
+    __tablename__ = "list_task_count"
+
+    list_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("list.id", ondelete="CASCADE"), primary_key=True)
+    )
+    open_low: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    open_medium: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    open_high: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    done_low: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    done_medium: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    done_high: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+
+
+class ListTagCount(SQLModel, table=True):
+    """How many of a list's tasks carry a tag, per spelling, kept like ListTaskCount (from task_tag):
+    /api/tags and the totals of `tag=` read these. A count that fell to 0 stays as a row of 0."""
+
+    __tablename__ = "list_tag_count"
+
+    list_id: int = Field(
+        sa_column=sa.Column(sa.Integer, sa.ForeignKey("list.id", ondelete="CASCADE"), primary_key=True)
+    )
+    tag_key: str = Field(sa_column=sa.Column(sa.String(TAG_KEY_LENGTH), primary_key=True))
+    tag: str = Field(sa_column=sa.Column(sa.String(TAG_LENGTH), primary_key=True))
+    tasks: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
+
+
 class IdempotencyKey(SQLModel, table=True):
     """The first response to a `POST /api/tasks` or `/api/lists` with an Idempotency-Key, written in
     the same transaction as what it created. Rows older than the retention window are purged."""

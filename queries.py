@@ -1,5 +1,5 @@
 """Reads over many tasks: the listing (its filters, a page and its count; the statements are in
-listing_sql.py), stats and tag counts.
+listing_sql.py; its total, where the writes keep it, from counts.py), stats and tag counts.
 
 Every read is of the caller's lists (access.lists_of_caller): the tasks of the lists they are a
 member of. On PostgreSQL a sorted page reads each of those lists in its own index range, in order,
@@ -15,15 +15,16 @@ from typing import Any
 import sqlalchemy as sa
 
 import access
+import counts
 import dates
 import keyset
 import listing_sql
 import settings_store
 from db import Database
 from listing_sql import EACH_LIST, IN_SCOPE, Scope, Start
-from models import PRIORITIES, SEARCH_SEPARATOR, UTCDateTime
+from models import PRIORITIES, SEARCH_SEPARATOR
 from store import check_ids, check_scope, utc_now
-from task_sql import numbered, tag_table, task_table
+from task_sql import numbered, task_table
 
 DUE_ON_MARGIN = timedelta(hours=15)  # more than any zone's offset from UTC
 ASSIGNEE_NONE = ""  # no user id is empty: "unassigned" (`assignee=none`)
@@ -191,10 +192,15 @@ async def list_tasks(
         if count and after is None and not has_more and (offset == 0 or tasks):
             total = offset + len(tasks)  # the last page: no count query needed
         elif count:
-            total = await connection.fetch_value(listing_sql.count_statement(shape, scope), parameters)
+            total = await connection.fetch_value(_count_statement(shape, scope), parameters)
         if not tasks and not total:
             await check_scope(connection, filters.user_id, filters.list_id, filters.parent_id)
     return Page(tasks, total, start, has_more, next_cursor)
+
+
+def _count_statement(shape: tuple[Any, ...], scope: Scope) -> sa.Select:
+    """The listing's total: from the counts the writes keep where they give it, else counted."""
+    return counts.count_statement(shape) if counts.answers(shape) else listing_sql.count_statement(shape, scope)
 
 
 async def _page_rows(
@@ -202,7 +208,8 @@ async def _page_rows(
     wanted: int, offset: int, after: keyset.Cursor | None, scope: Scope,
 ) -> list[dict[str, Any]]:
     if offset or sort == "position":
-        statement = listing_sql.page_statement(shape, sort, ascending, "offset", scope)
+        start = "deep_offset" if listing_sql.deep_offset(shape, sort, offset) else "offset"
+        statement = listing_sql.page_statement(shape, sort, ascending, start, scope)
         values = {"limit": wanted, "offset": offset, "roots": wanted + offset, "inner_limit": wanted + offset}
         return await connection.fetch_all(statement, {**parameters, **values})
     segments = _segments(sort, after)
@@ -221,28 +228,10 @@ async def cursor_at(db: Database, filters: TaskFilter, sort: str, ascending: boo
     return page.next_cursor
 
 
-def _count_where(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-    # count(*) FILTER (WHERE ...): no CASE and sum per row (stats of 100,000 tasks: 20.4 -> 18.1 ms).
-    return sa.func.count().filter(condition)
-
-
-# All the counters in one statement (of all tasks, or of one list's).
-STATS = sa.select(
-    sa.func.count().label("total"),
-    _count_where(task_table.c.completed.is_(True)).label("completed"),
-    _count_where(
-        sa.and_(task_table.c.completed.is_(False), task_table.c.due_date < sa.bindparam("now", type_=UTCDateTime()))
-    ).label("overdue"),
-    *(_count_where(task_table.c.priority == priority).label(priority) for priority in PRIORITIES),
-).where(access.may(access.SEE, task_table.c.list_id))
-LIST_STATS = STATS.where(task_table.c.list_id == sa.bindparam("list_id"))
-
-
 async def stats(db: Database, user_id: str, list_id: int | None = None) -> dict[str, Any]:
     check_ids(list_id, None)
     async with db.connect() as connection:
-        statement = STATS if list_id is None else LIST_STATS
-        row = await connection.fetch_one(statement, {"caller": user_id, "now": utc_now(), "list_id": list_id})
+        row = await connection.fetch_one(counts.stats_statement(list_id is not None), {"caller": user_id, "now": utc_now(), "list_id": list_id})
         if row["total"] == 0:
             await check_scope(connection, user_id, list_id, None)
     return {
@@ -254,16 +243,6 @@ async def stats(db: Database, user_id: str, list_id: int | None = None) -> dict[
     }
 
 
-_TAG_USES = sa.func.count().label("count")
-# Tags grouped case-insensitively, most used first, then alphabetically.
-TAG_COUNTS = (
-    sa.select(sa.func.min(tag_table.c.tag).label("tag"), _TAG_USES)
-    .where(access.may(access.SEE, tag_table.c.list_id))
-    .group_by(tag_table.c.tag_key)
-    .order_by(_TAG_USES.desc(), tag_table.c.tag_key)
-)
-
-
 async def tag_counts(db: Database, user_id: str) -> list[dict[str, Any]]:
     async with db.connect() as connection:
-        return await connection.fetch_all(TAG_COUNTS, {"caller": user_id})
+        return await connection.fetch_all(counts.TAG_COUNTS, {"caller": user_id})

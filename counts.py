@@ -1,0 +1,102 @@
+"""Counts the writes keep (migration 0015: triggers in every write's transaction), and the reads they
+answer: stats, /api/tags, a list's task counts, and the total of a listing filtered by nothing but state, priority, list
+and one tag. Each reads a few rows per list of the caller's (access.lists_of_caller), however many
+tasks those lists hold. Everything else is counted from the tasks (listing_sql.count_statement).
+"""
+import functools
+from typing import Any
+
+import sqlalchemy as sa
+
+import access
+from models import PRIORITIES, ListTagCount, ListTaskCount, Task, UTCDateTime
+from task_sql import numbered_binds
+
+task_counts: sa.Table = ListTaskCount.__table__
+tag_counts: sa.Table = ListTagCount.__table__
+task_table: sa.Table = Task.__table__
+
+STATES = ("open", "done")
+
+
+def _counter(state: str, priority: str) -> sa.Column:
+    return task_counts.c[f"{state}_{priority}"]
+
+
+def _sum(*terms: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
+    return sa.func.coalesce(sa.func.sum(sum(terms[1:], terms[0])), 0)
+
+
+ALL_TASKS = tuple(_counter(state, priority) for state in STATES for priority in PRIORITIES)
+COMPLETED_TASKS = tuple(_counter("done", priority) for priority in PRIORITIES)
+
+
+def of_list(counters: tuple[sa.Column, ...], list_id: sa.ColumnElement) -> sa.ScalarSelect:
+    """The sum of these counters of one list (a column of the outer statement: lists.py's counts)."""
+    return sa.select(_sum(*counters)).where(task_counts.c.list_id == list_id).scalar_subquery()
+
+
+def _in_scope(list_id_column: sa.ColumnElement, one_list: bool) -> list[sa.ColumnElement[bool]]:
+    conditions = [access.may(access.SEE, list_id_column)]
+    if one_list:
+        conditions.append(list_id_column == sa.bindparam("list_id", type_=sa.Integer))
+    return conditions
+
+
+@functools.lru_cache(maxsize=4)
+def stats_statement(one_list: bool) -> sa.Select:
+    """Total, completed and by priority from the kept counts; overdue (it changes with the clock, not
+    with a write) counted from the index of open tasks by due date: only the overdue ones are read."""
+    t = task_table.c
+    overdue = (
+        sa.select(sa.func.count())
+        .where(*_in_scope(t.list_id, one_list), t.completed.is_(False), t.due_date < sa.bindparam("now", type_=UTCDateTime()))
+        .scalar_subquery()
+    )
+    return sa.select(
+        _sum(*ALL_TASKS).label("total"),
+        _sum(*COMPLETED_TASKS).label("completed"),
+        overdue.label("overdue"),
+        *(_sum(_counter("open", priority), _counter("done", priority)).label(priority) for priority in PRIORITIES),
+    ).where(*_in_scope(task_counts.c.list_id, one_list))
+
+
+_TAG_USES = sa.func.sum(tag_counts.c.tasks)
+# Tags grouped case-insensitively, each in its first spelling in use, most used first, then alphabetically.
+TAG_COUNTS = (
+    sa.select(sa.func.min(tag_counts.c.tag).label("tag"), _TAG_USES.label("count"))
+    .where(access.may(access.SEE, tag_counts.c.list_id), tag_counts.c.tasks > 0)
+    .group_by(tag_counts.c.tag_key)
+    .order_by(_TAG_USES.desc(), tag_counts.c.tag_key)
+)
+
+
+def answers(shape: tuple[Any, ...]) -> bool:
+    """Whether the kept counts give this listing's total: no filter but state, priorities and list,
+    or one tag and the list."""
+    (has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue, has_due_on,
+     _has_list, parent, assignee, _many) = shape
+    if has_text or has_due_before or has_due_after or overdue is not None or has_due_on or parent or assignee:
+        return False
+    return tag_count == 0 or (tag_count == 1 and not has_completed and not priority_count)
+
+
+@functools.lru_cache(maxsize=64)
+def count_statement(shape: tuple[Any, ...]) -> sa.Select:
+    """The total of a listing `answers` says the kept counts give, with the listing's parameters."""
+    has_completed, priority_count, tag_count, has_list = shape[0], shape[2], shape[3], shape[8]
+    if tag_count:
+        return sa.select(sa.func.coalesce(sa.func.sum(tag_counts.c.tasks), 0)).where(
+            *_in_scope(tag_counts.c.list_id, has_list), tag_counts.c.tag_key == sa.bindparam("tag_0")
+        )
+    wanted = numbered_binds("priority", priority_count)
+    terms = []
+    for priority in PRIORITIES:
+        open_, done = _counter("open", priority), _counter("done", priority)
+        term: sa.ColumnElement[int] = open_ + done
+        if has_completed:
+            term = sa.case((sa.bindparam("completed", type_=sa.Boolean), done), else_=open_)
+        if priority_count:
+            term = sa.case((sa.literal(priority).in_(wanted), term), else_=0)
+        terms.append(term)
+    return sa.select(_sum(*terms)).where(*_in_scope(task_counts.c.list_id, has_list))

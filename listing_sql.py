@@ -107,7 +107,8 @@ def in_list(list_id: Any, shape: tuple[Any, ...]) -> list[sa.ColumnElement[bool]
     return conditions
 
 
-# Where a page starts. "offset": the first page, or `offset=` (skipping rows costs as many reads).
+# Where a page starts. "offset": the first page, or `offset=` (skipping rows costs as many reads;
+# "deep_offset" reads only the index entries of the rows it skips: deep_offset below).
 # "after": right after a cursor's task, in an index range. Sorting by due date reads two segments, the
 # dated tasks (in an index range) then the undated ones (by id); "dated" / "undated" start a segment,
 # "dated_after" / "undated_after" continue one after a cursor's task.
@@ -157,6 +158,8 @@ def page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: St
         return [primary, direction(task_id)]  # ties broken by id: pages are stable
 
     sort_key = SORT_KEYS[sort].label("sort_key")
+    if start == "deep_offset":
+        return _deep_page(sa.select(t.id, sort_key).where(*conditions).order_by(*order(sort_key.element, t.id)), scope, shape, order)
     rows = sa.select(*PUBLIC_SELECTED, sort_key).where(*conditions).order_by(*order(sort_key.element, t.id))
     if scope is IN_SCOPE:
         statement = rows.limit(sa.bindparam("limit"))
@@ -168,6 +171,34 @@ def page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: St
         .limit(sa.bindparam("limit"))
     )
     return planned_per_call(statement.offset(sa.bindparam("offset")) if start == "offset" else statement, shape)
+
+
+def _deep_page(ids: sa.Select, scope: Scope, shape: tuple[Any, ...], order: Any) -> sa.Select:
+    """A page far down an unfiltered listing (`deep_offset`): the ids of the page first, from the
+    order's index alone (the id and the sort key are in it), then those tasks' rows. Reading the
+    skipped rows whole cost 58 ms at `offset=90000` of 100,000 tasks."""
+    if scope is IN_SCOPE:
+        skipped = ids
+    else:
+        each = each_list(ids, scope, shape)
+        skipped = sa.select(each.c.id, each.c.sort_key).order_by(*order(each.c.sort_key, each.c.id))
+    page = skipped.limit(sa.bindparam("limit")).offset(sa.bindparam("offset")).subquery("page")
+    statement = (
+        sa.select(*PUBLIC_SELECTED, page.c.sort_key)
+        .select_from(page.join(task_table, task_table.c.id == page.c.id))
+        .order_by(*order(page.c.sort_key, page.c.id))
+    )
+    return planned_per_call(statement, shape)
+
+
+def deep_offset(shape: tuple[Any, ...], sort: str, offset: int) -> bool:
+    """Whether a page at `offset` reads its ids first (`_deep_page`): far down a listing filtered by
+    nothing but its list, in an order an index keeps as plain columns."""
+    return offset >= DEEP_OFFSET and sort in DEEP_SORTS and unfiltered_tree(shape) and shape[9] is False
+
+
+DEEP_OFFSET = 1000
+DEEP_SORTS = ("created_at", "updated_at", "due_date")
 
 
 def each_list(rows: sa.Select, scope: Scope, shape: tuple[Any, ...]) -> sa.FromClause:
@@ -252,17 +283,24 @@ def count_statement(shape: tuple[Any, ...], scope: Scope = IN_SCOPE) -> sa.Selec
 
 
 def tagged_count(tag_count: int) -> sa.Select:
-    """The count of `tag=` alone, from the tag index only: a task has one row per tag (its key is
-    (task_id, tag_key)), with its list, so the tasks carrying every tag are the task ids found under
-    each, in the caller's lists (joined to the user's 100,000 tasks instead: 50 ms)."""
+    """The count of `tag=` alone (several tags: one is counted from the writes' counts), from the tag
+    index only, list by list: a task's tag rows are in its list, so the tasks of a list carrying every
+    tag are the task ids found in that list under each tag, read in task id order and merged
+    (the caller's lists at once, a hash join of every list's rows: 56 ms for two tags of 100,000
+    tasks, instead of 6)."""
+    visible = access.lists_of_caller(access.SEE).subquery("visible")
     tagged = [tag_table.alias(f"tagged_{index}") for index in range(tag_count)]
     joined: sa.FromClause = tagged[0]
     for other in tagged[1:]:
         joined = joined.join(other, other.c.task_id == tagged[0].c.task_id)
-    return sa.select(sa.func.count()).select_from(joined).where(
-        access.may(access.SEE, tagged[0].c.list_id),
-        *(t.c.tag_key == sa.bindparam(f"tag_{index}") for index, t in enumerate(tagged)),
+    in_the_list = (
+        sa.select(sa.func.count())
+        .select_from(joined)
+        .where(*(t.c.list_id == visible.c.list_id for t in tagged))
+        .where(*(t.c.tag_key == sa.bindparam(f"tag_{index}") for index, t in enumerate(tagged)))
+        .scalar_subquery()
     )
+    return sa.select(sa.func.coalesce(sa.func.sum(in_the_list), 0)).select_from(visible)
 
 
 @functools.lru_cache(maxsize=512)

@@ -4,6 +4,7 @@ lists are named one by one, up to MAX_LIST_BRANCHES of them, and past that read 
 Their own lists and lists shared with them, every sort, filters, pages by offset and by cursor."""
 import pytest
 
+import listing_sql
 import queries
 from sharing_helpers import person, share_list  # noqa: F401 (person is a fixture)
 
@@ -81,3 +82,34 @@ def test_every_listing_is_the_same_whichever_way_it_reads_the_lists(reader, scop
     for params in QUERIES:
         assert found[str(params)] == pages(reader, params), params
     assert len(found["{}"][0]) == 24 and found["{}"][1] == "24"
+
+
+def test_a_page_far_down_read_by_its_ids_first_is_the_same_page(reader, scope, monkeypatch):
+    """Past listing_sql.DEEP_OFFSET (lowered here to 2) an unfiltered page reads the ids of its rows
+    first; the pages are those read the usual way."""
+    deep_pages = []
+    usual_deep_offset = listing_sql.deep_offset
+
+    def deep_offset(*args):
+        deep_pages.append(usual_deep_offset(*args))
+        return deep_pages[-1]
+
+    monkeypatch.setattr(listing_sql, "deep_offset", deep_offset)
+    asked = [
+        {"sort": sort, "order": order, "offset": offset, "limit": 4, **extra}
+        for sort in listing_sql.DEEP_SORTS for order in ("asc", "desc") for offset in (2, 9, 21)
+        for extra in ({}, {"list_id": reader.get("/api/lists").json()[1]["id"]})
+    ]
+
+    def ids(params: dict) -> tuple[list[int], str]:
+        response = reader.get("/api/tasks", params=params)
+        assert response.status_code == 200, response.text
+        return [task["id"] for task in response.json()], response.headers["X-Total-Count"]
+
+    monkeypatch.setattr(listing_sql, "DEEP_OFFSET", 2)
+    found = [ids(params) for params in asked]
+    assert all(deep_pages) and len(deep_pages) == len(asked)
+    monkeypatch.setattr(listing_sql, "DEEP_OFFSET", 10**9)
+    assert found == [ids(params) for params in asked]
+    assert not any(deep_pages[len(asked):])
+    assert asked[4]["offset"] == 21 and len(found[4][0]) == 3 and found[4][1] == "24"  # the last 3 of 24 tasks

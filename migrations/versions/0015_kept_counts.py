@@ -25,7 +25,7 @@ Revision ID: 0015
 Revises: 0014
 Create Date: 2026-12-06
 """
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -78,7 +78,7 @@ def create_triggers() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# PostgreSQL: summed per list (and tag), applied in key order
+# PostgreSQL: a deletion summed per list (and tag), applied in key order
 
 def _selected(source: str, sign: int, columns: tuple[str, ...]) -> str:
     """The changed rows of a source as (columns..., sign): a row (NEW, OLD) or a transition table."""
@@ -124,53 +124,71 @@ def _apply_tag_counts(changes: str) -> str:
     """
 
 
-# Inserts and updates count per row: an update only when a counted column changed (WHEN), so that
-# the writes that change nothing counted (a title, a position) pay nothing (per statement, with
-# transition tables, every UPDATE paid for them: +130 us on a one-row title change). A deletion, which
-# can span lists (clearing completed tasks), counts per statement, its lists in order.
-_PG_OPERATIONS = {
-    "INSERT": ("FOR EACH ROW", [("NEW", 1)]),
-    "UPDATE": ("FOR EACH ROW", [("OLD", -1), ("NEW", 1)]),
-    "DELETE": ("REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT", [("old_rows", -1)]),
+# Inserts and updates count per row (an update only when a counted column changed, WHEN: the writes
+# that change nothing counted, a title or a position, pay nothing; per statement, with transition
+# tables, every UPDATE paid for them: +130 us on a one-row title change), one upsert each, a moved
+# row's two lists in order. A deletion, which can span lists (clearing completed tasks), counts per
+# statement, its lists in order.
+def _lock_lists(*rows: str) -> str:
+    """Lock the count rows of the rows' lists first, in list order (see the module's docstring)."""
+    lists = ", ".join(f"{row}.list_id" for row in rows)
+    return f"PERFORM 1 FROM list_task_count WHERE list_id IN ({lists}) ORDER BY list_id FOR NO KEY UPDATE;"
+
+
+def _in_list_order(add: Callable[[str, int], str]) -> str:
+    return (f"IF OLD.list_id <= NEW.list_id THEN {add('OLD', -1)} {add('NEW', 1)}"
+            f" ELSE {add('NEW', 1)} {add('OLD', -1)} END IF;")
+
+
+_PG_ROW_BODIES = {
+    ("task", "INSERT"): lambda: _add_task("NEW", 1),
+    ("task", "UPDATE"): lambda: _in_list_order(_add_task),
+    ("task_tag", "INSERT"): lambda: _lock_lists("NEW") + _add_tag("NEW", 1),
+    ("task_tag", "UPDATE"): lambda: _lock_lists("OLD", "NEW") + _in_list_order(_add_tag),
 }
-_PG_TRIGGERS = {
-    "task": (_task_changes, _apply_task_counts, "list_task_count", ("list_id", "completed", "priority")),
-    "task_tag": (_tag_changes, _apply_tag_counts, "list_tag_count", ("list_id", "tag_key", "tag")),
-}
+_PG_DELETIONS = {"task": (_task_changes, _apply_task_counts), "task_tag": (_tag_changes, _apply_tag_counts)}
+_COUNTED = {"task": ("list_task_count", ("list_id", "completed", "priority")), "task_tag": ("list_tag_count", ("list_id", "tag_key", "tag"))}
+_OPERATIONS = ("INSERT", "UPDATE", "DELETE")
 
 
 def _postgresql_triggers() -> None:
-    for table, (changes_of, apply, counts, columns) in _PG_TRIGGERS.items():
-        for operation, (level, sources) in _PG_OPERATIONS.items():
+    for table, (counts, columns) in _COUNTED.items():
+        for operation in _OPERATIONS:
             name = f"{counts}_{operation.lower()}"
-            op.execute(
-                f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\n"
-                f"BEGIN\n{apply(changes_of(*sources))}\nRETURN NULL;\nEND\n$$"
-            )
-            event = operation
+            if operation == "DELETE":
+                changes_of, apply = _PG_DELETIONS[table]
+                body, event, level = apply(changes_of(("old_rows", -1))), "DELETE", "REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT"
+            else:
+                body, event, level = _PG_ROW_BODIES[(table, operation)](), operation, "FOR EACH ROW"
             if operation == "UPDATE":
                 changed = " OR ".join(f"OLD.{column} IS DISTINCT FROM NEW.{column}" for column in columns)
-                event, level = f"UPDATE OF {', '.join(columns)}", f"{level} WHEN ({changed})"
+                event, level = f"UPDATE OF {', '.join(columns)}", f"FOR EACH ROW WHEN ({changed})"
+            op.execute(f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n{body}\nRETURN NULL;\nEND\n$$")
             op.execute(f"CREATE TRIGGER {name} AFTER {event} ON {table} {level} EXECUTE FUNCTION {name}()")
 
 
 # ------------------------------------------------------------------------------------------------
-# SQLite: per row
+# Per row: the SQLite triggers, and the PostgreSQL ones of inserts and updates
 
-def _add_task(row: str, sign: int) -> str:
-    values = ", ".join(f"{sign} * ({condition.format(row=row + '.')})" for condition in COUNTERS.values())
+def _add_task(row: str, sign: int, aliased: bool = True) -> str:
+    """Add (sign 1) or take away (-1) a task row (NEW or OLD) from its list's counts. `aliased`: the
+    counts' table named `c` (PostgreSQL needs it to tell its columns from `excluded`'s; SQLite's
+    triggers do not take it, nor need it)."""
+    values = ", ".join(f"CASE WHEN {condition.format(row=row + '.')} THEN {sign} ELSE 0 END" for condition in COUNTERS.values())
+    table, current = ("list_task_count AS c", "c.") if aliased else ("list_task_count", "")
     return (
-        f"INSERT INTO list_task_count (list_id, {', '.join(COUNTERS)}) SELECT {row}.list_id, {values}"
+        f"INSERT INTO {table} (list_id, {', '.join(COUNTERS)}) SELECT {row}.list_id, {values}"
         f" WHERE EXISTS (SELECT 1 FROM list WHERE list.id = {row}.list_id)"
-        f" ON CONFLICT (list_id) DO UPDATE SET {', '.join(f'{counter} = {counter} + excluded.{counter}' for counter in COUNTERS)};"
+        f" ON CONFLICT (list_id) DO UPDATE SET {', '.join(f'{counter} = {current}{counter} + excluded.{counter}' for counter in COUNTERS)};"
     )
 
 
-def _add_tag(row: str, sign: int) -> str:
+def _add_tag(row: str, sign: int, aliased: bool = True) -> str:
+    table, current = ("list_tag_count AS c", "c.") if aliased else ("list_tag_count", "")
     return (
-        f"INSERT INTO list_tag_count (list_id, tag_key, tag, tasks) SELECT {row}.list_id, {row}.tag_key, {row}.tag, {sign}"
+        f"INSERT INTO {table} (list_id, tag_key, tag, tasks) SELECT {row}.list_id, {row}.tag_key, {row}.tag, {sign}"
         f" WHERE EXISTS (SELECT 1 FROM list WHERE list.id = {row}.list_id)"
-        " ON CONFLICT (list_id, tag_key, tag) DO UPDATE SET tasks = tasks + excluded.tasks;"
+        f" ON CONFLICT (list_id, tag_key, tag) DO UPDATE SET tasks = {current}tasks + excluded.tasks;"
     )
 
 
@@ -183,18 +201,18 @@ _SQLITE_TRIGGERS = {
 def _sqlite_triggers() -> None:
     for table, (add, counts, columns) in _SQLITE_TRIGGERS.items():
         changed = " OR ".join(f"OLD.{column} IS NOT NEW.{column}" for column in columns)
-        op.execute(f"CREATE TRIGGER {counts}_insert AFTER INSERT ON {table} BEGIN {add('NEW', 1)} END")
-        op.execute(f"CREATE TRIGGER {counts}_delete AFTER DELETE ON {table} BEGIN {add('OLD', -1)} END")
+        op.execute(f"CREATE TRIGGER {counts}_insert AFTER INSERT ON {table} BEGIN {add('NEW', 1, False)} END")
+        op.execute(f"CREATE TRIGGER {counts}_delete AFTER DELETE ON {table} BEGIN {add('OLD', -1, False)} END")
         op.execute(
             f"CREATE TRIGGER {counts}_update AFTER UPDATE OF {', '.join(columns)} ON {table} WHEN {changed}"
-            f" BEGIN {add('OLD', -1)} {add('NEW', 1)} END"
+            f" BEGIN {add('OLD', -1, False)} {add('NEW', 1, False)} END"
         )
 
 
 def drop_triggers() -> None:
     postgresql = op.get_bind().dialect.name == "postgresql"
     for table, counts in (("task", "list_task_count"), ("task_tag", "list_tag_count")):
-        for operation in _PG_OPERATIONS:
+        for operation in _OPERATIONS:
             name = f"{counts}_{operation.lower()}"
             op.execute(f"DROP TRIGGER IF EXISTS {name}" + (f" ON {table}" if postgresql else ""))
             if postgresql:

@@ -100,3 +100,23 @@ def count_statement(shape: tuple[Any, ...]) -> sa.Select:
             term = sa.case((sa.literal(priority).in_(wanted), term), else_=0)
         terms.append(term)
     return sa.select(_sum(*terms)).where(*_in_scope(task_counts.c.list_id, has_list))
+
+
+# A bulk load (the benches' COPY of 100,000s of tasks in one transaction) turns the triggers off and
+# counts once afterwards: counted row by row, each list's one row of counts was rewritten for every
+# task in the same transaction, each rewrite a version more to step over (minutes for 400,000 tasks).
+_TRIGGERS = [f"ALTER TABLE {table} DISABLE TRIGGER {counts}_{operation}"
+             for table, counts in (("task", "list_task_count"), ("task_tag", "list_tag_count"))
+             for operation in ("insert", "update", "delete")]
+BULK_LOAD_STARTS = _TRIGGERS
+BULK_LOAD_ENDS = [
+    statement.replace("DISABLE", "ENABLE") for statement in BULK_LOAD_STARTS
+] + [
+    "DELETE FROM list_task_count",
+    "INSERT INTO list_task_count (list_id, " + ", ".join(column.name for column in ALL_TASKS) + ") SELECT list_id, " + ", ".join(
+        f"count(*) FILTER (WHERE {'NOT ' if column.name.startswith('open') else ''}completed AND priority = '{column.name.split('_')[1]}')"
+        for column in ALL_TASKS
+    ) + " FROM task GROUP BY list_id",
+    "DELETE FROM list_tag_count",
+    "INSERT INTO list_tag_count (list_id, tag_key, tag, tasks) SELECT list_id, tag_key, tag, count(*) FROM task_tag GROUP BY list_id, tag_key, tag",
+]

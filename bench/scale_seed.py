@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from fractional_indexing import generate_key_between
 
+import counts
 import dates
 import explain  # bench/, beside this file: make_task, as_csv
 import seed_lists
@@ -148,9 +149,13 @@ def _copy(url: str, tables: dict[str, tuple[tuple[str, ...], io.StringIO]]) -> N
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
+        for statement in counts.BULK_LOAD_STARTS:  # counted once at the end
+            cursor.execute(statement)
         for table, (columns, data) in tables.items():
             data.seek(0)
             cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)", data)
+        for statement in counts.BULK_LOAD_ENDS:
+            cursor.execute(statement)
         for table in ("list", "task"):
             cursor.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), (SELECT max(id) FROM {table}))")
         raw.commit()

@@ -5,11 +5,15 @@ import datetime as dt
 import io
 import json
 import random
+import sys
 from pathlib import Path
 
 import psycopg2
 
 import seed_lists  # bench/, beside this file
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import counts  # noqa: E402  (the service's, for its bulk-load statements)
 
 BENCH_USER, WRITER_USER, TREE_USER = "bench_user", "bench_writer", "bench_tree"
 SEED_USERS, TASKS_PER_USER, BENCH_TASKS = 1000, 20, 50
@@ -151,10 +155,14 @@ def seed_ours(dsn: str, rows: list[dict]) -> None:
     with conn, conn.cursor() as cur:
         copy_rows(cur, "list", ["id", "owner_id", "name", "color", "is_default", "created_at", "updated_at", "version"], list_lines)
         copy_rows(cur, "list_member", ["list_id", "user_id", "role", "position", "joined_at"], member_lines)
+        for statement in counts.BULK_LOAD_STARTS:  # counted once at the end
+            cur.execute(statement)
         copy_rows(cur, "task", ["id", "user_id", "title", "description", "completed", "priority", "tags", "due_date",
                                 "list_id", "parent_id", "position", "completed_at", "created_at", "updated_at",
                                 "version"], task_lines)
         copy_rows(cur, "task_tag", ["task_id", "tag_key", "list_id", "tag"], tag_lines)
+        for statement in counts.BULK_LOAD_ENDS:
+            cur.execute(statement)
         cur.execute("SELECT setval(pg_get_serial_sequence('task', 'id'), (SELECT max(id) FROM task))")
         cur.execute("SELECT setval(pg_get_serial_sequence('list', 'id'), (SELECT max(id) FROM list))")
     conn.autocommit = True

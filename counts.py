@@ -1,7 +1,8 @@
 """Counts the writes keep (migration 0015: triggers in every write's transaction), and the reads they
-answer: stats, /api/tags, a list's task counts, and the total of a listing filtered by nothing but state, priority, list
-and one tag. Each reads a few rows per list of the caller's (access.lists_of_caller), however many
-tasks those lists hold. Everything else is counted from the tasks (listing_sql.count_statement).
+answer: stats, /api/tags, a list's task counts, and the total of a listing filtered by nothing but
+state, priority, list and one tag. Each reads a few rows per list of the caller's
+(access.lists_of_caller), however many tasks those lists hold. Everything else is counted from the
+tasks (listing_sql.count_statement).
 """
 import functools
 from typing import Any
@@ -105,18 +106,22 @@ def count_statement(shape: tuple[Any, ...]) -> sa.Select:
 # A bulk load (the benches' COPY of 100,000s of tasks in one transaction) turns the triggers off and
 # counts once afterwards: counted row by row, each list's one row of counts was rewritten for every
 # task in the same transaction, each rewrite a version more to step over (minutes for 400,000 tasks).
-_TRIGGERS = [f"ALTER TABLE {table} DISABLE TRIGGER {counts}_{operation}"
-             for table, counts in (("task", "list_task_count"), ("task_tag", "list_tag_count"))
-             for operation in ("insert", "update", "delete")]
-BULK_LOAD_STARTS = _TRIGGERS
+BULK_LOAD_STARTS = [
+    f"ALTER TABLE {table} DISABLE TRIGGER {counts}_{operation}"
+    for table, counts in (("task", "list_task_count"), ("task_tag", "list_tag_count"))
+    for operation in ("insert", "update", "delete")
+]
+_RECOUNTED = ", ".join(
+    f"count(*) FILTER (WHERE {'NOT ' if column.name.startswith('open') else ''}completed"
+    f" AND priority = '{column.name.split('_')[1]}')"
+    for column in ALL_TASKS
+)
 BULK_LOAD_ENDS = [
-    statement.replace("DISABLE", "ENABLE") for statement in BULK_LOAD_STARTS
-] + [
+    *(statement.replace("DISABLE", "ENABLE") for statement in BULK_LOAD_STARTS),
     "DELETE FROM list_task_count",
-    "INSERT INTO list_task_count (list_id, " + ", ".join(column.name for column in ALL_TASKS) + ") SELECT list_id, " + ", ".join(
-        f"count(*) FILTER (WHERE {'NOT ' if column.name.startswith('open') else ''}completed AND priority = '{column.name.split('_')[1]}')"
-        for column in ALL_TASKS
-    ) + " FROM task GROUP BY list_id",
+    f"INSERT INTO list_task_count (list_id, {', '.join(column.name for column in ALL_TASKS)})"
+    f" SELECT list_id, {_RECOUNTED} FROM task GROUP BY list_id",
     "DELETE FROM list_tag_count",
-    "INSERT INTO list_tag_count (list_id, tag_key, tag, tasks) SELECT list_id, tag_key, tag, count(*) FROM task_tag GROUP BY list_id, tag_key, tag",
+    "INSERT INTO list_tag_count (list_id, tag_key, tag, tasks)"
+    " SELECT list_id, tag_key, tag, count(*) FROM task_tag GROUP BY list_id, tag_key, tag",
 ]

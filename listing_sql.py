@@ -191,14 +191,14 @@ def _deep_page(ids: sa.Select, scope: Scope, shape: tuple[Any, ...], order: Any)
     return planned_per_call(statement, shape)
 
 
+DEEP_OFFSET = 1000
+DEEP_SORTS = ("created_at", "updated_at", "due_date")
+
+
 def deep_offset(shape: tuple[Any, ...], sort: str, offset: int) -> bool:
     """Whether a page at `offset` reads its ids first (`_deep_page`): far down a listing filtered by
     nothing but its list, in an order an index keeps as plain columns."""
     return offset >= DEEP_OFFSET and sort in DEEP_SORTS and unfiltered_tree(shape) and shape[9] is False
-
-
-DEEP_OFFSET = 1000
-DEEP_SORTS = ("created_at", "updated_at", "due_date")
 
 
 def each_list(rows: sa.Select, scope: Scope, shape: tuple[Any, ...]) -> sa.FromClause:
@@ -283,11 +283,11 @@ def count_statement(shape: tuple[Any, ...], scope: Scope = IN_SCOPE) -> sa.Selec
 
 
 def tagged_count(tag_count: int) -> sa.Select:
-    """The count of `tag=` alone (several tags: one is counted from the writes' counts), from the tag
-    index only, list by list: a task's tag rows are in its list, so the tasks of a list carrying every
-    tag are the task ids found in that list under each tag, read in task id order and merged
-    (the caller's lists at once, a hash join of every list's rows: 56 ms for two tags of 100,000
-    tasks, instead of 6)."""
+    """The count of several `tag=` and nothing else (one tag alone is a count the writes keep), from
+    the tag index only, list by list: a task's tag rows carry its list, so a list's tasks carrying
+    every tag are the task ids found in that list under each tag, merged in task id order. (All the
+    caller's lists at once, a hash join of their rows: 56 ms for two tags of 100,000 tasks; list by
+    list, 6.)"""
     visible = access.lists_of_caller(access.SEE).subquery("visible")
     tagged = [tag_table.alias(f"tagged_{index}") for index in range(tag_count)]
     joined: sa.FromClause = tagged[0]

@@ -231,7 +231,8 @@ async def cursor_at(db: Database, filters: TaskFilter, sort: str, ascending: boo
 async def stats(db: Database, user_id: str, list_id: int | None = None) -> dict[str, Any]:
     check_ids(list_id, None)
     async with db.connect() as connection:
-        row = await connection.fetch_one(counts.stats_statement(list_id is not None), {"caller": user_id, "now": utc_now(), "list_id": list_id})
+        statement = counts.stats_statement(list_id is not None)
+        row = await connection.fetch_one(statement, {"caller": user_id, "now": utc_now(), "list_id": list_id})
         if row["total"] == 0:
             await check_scope(connection, user_id, list_id, None)
     return {

@@ -177,19 +177,30 @@ def floor_schema(floor_dir: Path, shared_floor_dir: Path) -> str:
     return (own if own.exists() else shared_floor_dir / "floor_schema.sql").read_text()
 
 
+FLOOR_COLUMNS = ("id", "user_id", "title", "description", "completed", "priority", "tags", "due_date", "completed_at",
+                 "created_at", "updated_at")
+PLACE_COLUMNS = ("list_id", "parent_id", "position")  # bench/fastapi_floor's table has them (its tree route)
+
+
+def floor_values(r: dict, with_places: bool) -> list[str]:
+    tags = "{" + ",".join(r["tags"]) + "}"
+    values = [
+        str(r["id"]), r["user_id"], r["title"], r["description"] or "\\N", "t" if r["completed"] else "f",
+        r["priority"], tags, iso(r["due_date"]), iso(r["completed_at"]), iso(r["created_at"]), iso(r["updated_at"]),
+    ]
+    if with_places:  # as ours has them (seed_ours placed the rows)
+        values += [str(r["list_id"]), "\\N" if r["parent_id"] is None else str(r["parent_id"]), r["position"]]
+    return values
+
+
 def seed_floor(dsn: str, schema_sql: str, rows: list[dict]) -> None:
-    lines = []
-    for r in rows:
-        tags = "{" + ",".join(r["tags"]) + "}"
-        lines.append("\t".join([
-            str(r["id"]), r["user_id"], r["title"], r["description"] or "\\N", "t" if r["completed"] else "f",
-            r["priority"], tags, iso(r["due_date"]), iso(r["completed_at"]), iso(r["created_at"]), iso(r["updated_at"]),
-        ]) + "\n")
     conn = psycopg2.connect(dsn)
     with conn, conn.cursor() as cur:
         cur.execute(schema_sql)
-        copy_rows(cur, "floor_task", ["id", "user_id", "title", "description", "completed", "priority", "tags",
-                                      "due_date", "completed_at", "created_at", "updated_at"], lines)
+        cur.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'floor_task' AND column_name = 'position'")
+        with_places = cur.fetchone() is not None
+        lines = ["\t".join(floor_values(r, with_places)) + "\n" for r in rows]
+        copy_rows(cur, "floor_task", list(FLOOR_COLUMNS + (PLACE_COLUMNS if with_places else ())), lines)
         cur.execute("SELECT setval(pg_get_serial_sequence('floor_task', 'id'), (SELECT max(id) FROM floor_task))")
     conn.autocommit = True
     with conn.cursor() as cur:

@@ -5,7 +5,11 @@ through FastAPI's routing, one auth dependency (HTTPBearer) and a pydantic body 
 middleware, no pool, no logging, no validation beyond the body's fields. Run it in place of the
 floor (bench/README.md, "What FastAPI itself costs"):
 
-    FLOOR_DIR=bench/fastapi_floor .venv/bin/python bench/run.py --no-memory --routes get_one,list,create
+    FLOOR_DIR=bench/fastapi_floor .venv/bin/python bench/run.py --no-memory --routes get_one,list,create,update,toggle,list_tree
+
+Besides the floor's three routes it has the other three #26 measures, done the same least way: PATCH
+(description and priority, what bench/lua/patch.lua sends), toggle, and a list's manual order as a
+tree (one recursive query over its own floor_schema.sql, which adds a list, a parent and a position).
 
 Never an implementation to copy: like the floor, it is only a yardstick."""
 import datetime as dt
@@ -67,10 +71,25 @@ def json(body, status=200):
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
+# Each task after its parent, siblings by position then id: a path of "position:id" steps, compared as text.
+TREE = f"""
+WITH RECURSIVE tree(id, path) AS (
+  SELECT id, ARRAY[position || ':' || lpad(id::text, 12, '0')] FROM floor_task
+  WHERE list_id = %s AND parent_id IS NULL AND user_id = %s
+  UNION ALL
+  SELECT c.id, t.path || (c.position || ':' || lpad(c.id::text, 12, '0')) FROM floor_task c JOIN tree t ON c.parent_id = t.id
+)
+SELECT {", ".join("f." + c for c in NAMES)} FROM tree JOIN floor_task f ON f.id = tree.id ORDER BY tree.path COLLATE "C" LIMIT %s
+"""
+
+
 @app.get("/api/tasks")
-async def list_tasks(user: User):
+async def list_tasks(user: User, list_id: int | None = None, sort: str = "created_at", limit: int = 100):
     cur = conn().cursor()
-    cur.execute(f"SELECT {COLS} FROM floor_task WHERE user_id=%s ORDER BY created_at DESC, id DESC LIMIT 100", (user,))
+    if list_id is not None and sort == "position":
+        cur.execute(TREE, (list_id, user, limit))
+    else:
+        cur.execute(f"SELECT {COLS} FROM floor_task WHERE user_id=%s ORDER BY created_at DESC, id DESC LIMIT 100", (user,))
     return json([row_to_dict(r) for r in cur.fetchall()])
 
 
@@ -88,6 +107,39 @@ async def create_task(user: User, body: TaskCreate):
 async def get_task(user: User, task_id: int):
     cur = conn().cursor()
     cur.execute(f"SELECT {COLS} FROM floor_task WHERE id=%s AND user_id=%s", (task_id, user))
+    row = cur.fetchone()
+    if row is None:
+        raise HTTPException(404, "Task not found")
+    return json(row_to_dict(row))
+
+
+class TaskPatch(BaseModel):
+    description: str | None = Field(default=None, max_length=1000)
+    priority: str | None = None
+
+
+@app.patch("/api/tasks/{task_id}")
+async def update_task(user: User, task_id: int, body: TaskPatch):
+    cur = conn().cursor()
+    cur.execute(
+        f"UPDATE floor_task SET description = coalesce(%s, description), priority = coalesce(%s, priority), updated_at = now()"
+        f" WHERE id=%s AND user_id=%s RETURNING {COLS}",
+        (body.description, body.priority, task_id, user),
+    )
+    row = cur.fetchone()
+    if row is None:
+        raise HTTPException(404, "Task not found")
+    return json(row_to_dict(row))
+
+
+@app.post("/api/tasks/{task_id}/toggle")
+async def toggle_task(user: User, task_id: int):
+    cur = conn().cursor()
+    cur.execute(
+        "UPDATE floor_task SET completed = NOT completed, completed_at = CASE WHEN completed THEN NULL ELSE now() END,"
+        f" updated_at = now() WHERE id=%s AND user_id=%s RETURNING {COLS}",
+        (task_id, user),
+    )
     row = cur.fetchone()
     if row is None:
         raise HTTPException(404, "Task not found")

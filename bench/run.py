@@ -458,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         log(f"ours: {bench.ours_base} (pid {bench.ours_proc.pid}, workers {bench.ours_workers()}, "
             f"auth {args.auth}{', JWKS ' + bench.auth.jwks_url if bench.auth.jwks_url else ''})"
             + (f" | floor: {bench.floor_base} (HS256, {bench.floor_dir}/floor.py)" if bench.floor_proc else ""))
+        if bench.floor_proc and bench.floor_dir == FASTAPI_FLOOR_DIR.resolve():
+            log("the least FastAPI app answers update, toggle and list_tree itself: the labels' '(floor: ...)' do not apply")
         deadline = t0 + args.budget - 8  # leave time to stop the servers
         # The workers are fresh: "after the first 1,000 requests" is literal.
         if not args.no_memory and not args.profile:

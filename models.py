@@ -243,13 +243,15 @@ class TaskTag(SQLModel, table=True):
 
 class ListTaskCount(SQLModel, table=True):
     """A list's tasks counted by state and priority, kept by triggers in every write's transaction
-    (migration 0015 says how): stats and the totals of state, priority and list filters read these."""
+    (migration 0015 says how): stats and the totals of state, priority and list filters read these.
+    A list's counts are the sum of its rows (one per `slot`: PostgreSQL spreads concurrent writers)."""
 
     __tablename__ = "list_task_count"
 
     list_id: int = Field(
         sa_column=sa.Column(sa.Integer, sa.ForeignKey("list.id", ondelete="CASCADE"), primary_key=True)
     )
+    slot: int = Field(default=0, sa_column=sa.Column(sa.SmallInteger, primary_key=True, server_default="0"))
     open_low: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     open_medium: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     open_high: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
@@ -260,7 +262,8 @@ class ListTaskCount(SQLModel, table=True):
 
 class ListTagCount(SQLModel, table=True):
     """How many of a list's tasks carry a tag, per spelling, kept like ListTaskCount (from task_tag):
-    /api/tags and the totals of `tag=` read these. A count that fell to 0 stays as a row of 0."""
+    /api/tags and the totals of `tag=` read these. A row may fall to 0 (it stays) or below (a tag added
+through one slot, removed through another): only the sum of a list's rows is its count."""
 
     __tablename__ = "list_tag_count"
 
@@ -269,6 +272,7 @@ class ListTagCount(SQLModel, table=True):
     )
     tag_key: str = Field(sa_column=sa.Column(sa.String(TAG_KEY_LENGTH), primary_key=True))
     tag: str = Field(sa_column=sa.Column(sa.String(TAG_LENGTH), primary_key=True))
+    slot: int = Field(default=0, sa_column=sa.Column(sa.SmallInteger, primary_key=True, server_default="0"))
     tasks: int = Field(sa_column=sa.Column(sa.Integer, nullable=False))
 
 

@@ -90,7 +90,7 @@ def create_triggers() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# PostgreSQL: a deletion summed per list (and tag), applied in key order
+# PostgreSQL: a deletion summed per list (and tag) and applied in key order; rows counted one by one
 
 def _selected(source: str, sign: int, columns: tuple[str, ...]) -> str:
     """The changed rows of a source as (columns..., sign): a row (NEW, OLD) or a transition table."""
@@ -134,11 +134,6 @@ def _apply_tag_counts(changes: str) -> str:
     """
 
 
-# Inserts and updates count per row (an update only when a counted column changed, WHEN: the writes
-# that change nothing counted, a title or a position, pay nothing; per statement, with transition
-# tables, every UPDATE paid for them: +130 us on a one-row title change), one upsert each, a moved
-# row's two lists in order. A deletion, which can span lists (clearing completed tasks), counts per
-# statement, its lists in order.
 def _hold_lists(lists: str) -> str:
     """Take this connection's row of counts of each of these lists (a query of list ids) first, in
     list order, made if missing (see the module's docstring)."""
@@ -156,6 +151,11 @@ def _in_list_order(add: Callable[[str, int], str]) -> str:
             f" ELSE {add('NEW', 1)} {add('OLD', -1)} END IF;")
 
 
+# Inserts and updates count per row (an update only when a counted column changed, WHEN: the writes
+# that change nothing counted, a title or a position, pay nothing; per statement, with transition
+# tables, every UPDATE paid for them: +130 us on a one-row title change), one upsert each, a moved
+# row's two lists in order. A deletion, which can span lists (clearing completed tasks), counts per
+# statement, its lists in order.
 _PG_ROW_BODIES = {
     ("task", "INSERT"): lambda: _add_task("NEW", 1),
     ("task", "UPDATE"): lambda: _in_list_order(_add_task),

@@ -37,8 +37,13 @@ def assert_counts_exact(engine: sa.Engine) -> None:
         kept = {row[0]: tuple(row[1:]) for row in connection.exec_driver_sql(KEPT_TASKS) if any(row[1:]) or row[0] in recounted}
         tags_recounted = {tuple(row[:3]): row[3] for row in connection.exec_driver_sql(RECOUNT_TAGS)}
         tags_kept = {tuple(row[:3]): row[3] for row in connection.exec_driver_sql(KEPT_TAGS)}
+        # The listing's tag filter reads a tag's rows by their list: each row carries its task's.
+        strays = connection.exec_driver_sql(
+            "SELECT count(*) FROM task_tag JOIN task ON task.id = task_tag.task_id WHERE task_tag.list_id <> task.list_id"
+        ).scalar()
     assert kept == recounted
     assert tags_kept == tags_recounted
+    assert strays == 0
 
 
 def ok(response: httpx.Response, status: int = 200) -> dict:

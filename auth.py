@@ -288,12 +288,13 @@ class BetterAuthBearer(HTTPBearer):
     security scheme the OpenAPI document shows (one dependency instead of two per request)."""
 
     async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
-        already_verified = getattr(request.state, "principal", None)  # by the rate limiter, this request
-        if already_verified is not None:
-            request.state.user_id = already_verified.user_id
-            return already_verified
-        principal = await authenticate(request.headers.get("authorization"), request.app.state.token_verifier)
-        request.state.user_id = principal.user_id  # for the access log and the rate limit
+        # The request's state, the dict behind `request.state`, as the rate limiter and the access log
+        # use it (`request.state` answers a name it lacks by raising and catching AttributeError).
+        state = request.scope.setdefault("state", {})
+        principal = state.get("principal")  # verified by the rate limiter, this request
+        if principal is None:
+            principal = await authenticate(request.headers.get("authorization"), request.app.state.token_verifier)
+        state["user_id"] = principal.user_id  # for the access log and the rate limit
         return principal
 
 

@@ -140,8 +140,9 @@ def _segments(sort: str, after: keyset.Cursor | None) -> list[tuple[Start, dict[
 
 
 async def _scope_of(connection: Any, filters: TaskFilter) -> tuple[Scope, list[int]]:
-    """How a PostgreSQL listing reaches the caller's lists (see IN_SCOPE), and the lists it names."""
-    if filters.list_id is not None:
+    """How a PostgreSQL listing reaches the caller's lists (see IN_SCOPE), and the lists it names. A
+    task's subtasks are in its list: `parent_id` reads them from the parent index, then checks the list."""
+    if filters.list_id is not None or filters.parent_id is not None:
         return IN_SCOPE, []
     if not filters.many_tasks:
         return EACH_LIST, []

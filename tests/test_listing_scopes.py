@@ -76,12 +76,22 @@ def scope(request, monkeypatch) -> str:
     return request.param
 
 
+def subtask_queries(user) -> list[dict]:
+    """The subtasks of each task that has some (in the reader's lists and in those shared with them)."""
+    tasks = user.get("/api/tasks", params={"limit": 100}).json()
+    parents = sorted({task["parent_id"] for task in tasks if task["parent_id"]})
+    assert len(parents) == 4
+    return [{"parent_id": str(parent)} for parent in parents] + [{"parent_id": str(parents[-1]), "q": "milk", "sort": "title"}]
+
+
 def test_every_listing_is_the_same_whichever_way_it_reads_the_lists(reader, scope, monkeypatch):
-    found = {str(params): pages(reader, params) for params in QUERIES}
+    queries_asked = QUERIES + subtask_queries(reader)
+    found = {str(params): pages(reader, params) for params in queries_asked}
     monkeypatch.undo()  # the small user's way, as the reference
-    for params in QUERIES:
+    for params in queries_asked:
         assert found[str(params)] == pages(reader, params), params
     assert len(found["{}"][0]) == 24 and found["{}"][1] == "24"
+    assert all(len(found[str(params)][0]) == 1 for params in queries_asked[len(QUERIES):])  # each parent's one subtask
 
 
 def test_a_page_far_down_read_by_its_ids_first_is_the_same_page(reader, scope, monkeypatch):

@@ -129,7 +129,7 @@ def test_a_big_users_listing_is_planned_for_its_values_only_where_they_decide_th
     """PostgreSQL plans a big user's filtered listing for its values on every call (how many tasks a
     word, a tag or a date range holds decides between walking the order's index and sorting the
     matches); a listing filtered by nothing but its list, the top level or a parent is walked
-    whatever the values, so it is prepared (planned once per connection, 2-4 ms less per page)."""
+    whatever the values, so it is prepared (planned once per connection, 1-2 ms less per page)."""
 
     def prepared(**filters) -> bool:
         shape = queries.TaskFilter("someone", **{"many_tasks": True, **filters}).shape()

@@ -28,6 +28,7 @@ import psycopg2
 from psycopg2.extensions import parse_dsn
 
 from clients import Auth, Wrk, http, wait_ready  # bench/, beside this file
+import profiling
 from processes import (
     Processes, children_cpu_seconds, cpu_delta, cpu_ticks, free_port, machine_busy_seconds, postgres_pids, rss_kib,
     worker_pids,
@@ -321,51 +322,6 @@ class Bench:
                 self.rss_sample(f"after round {r}")
         return {name: summarise(ROUTES[name], runs) for name, runs in results.items()}
 
-    # ---- profile
-    def profile(self) -> dict:
-        py_spy = shutil.which("py-spy") or str(VENV_BIN / "py-spy")
-        if not Path(py_spy).exists():
-            raise SystemExit("py-spy is missing: .venv/bin/pip install py-spy")
-        out = RESULTS_DIR / "profile"
-        out.mkdir(parents=True, exist_ok=True)
-        workers = self.ours_workers()
-        seconds = self.args.profile_seconds
-        report = {}
-        for route in self.args.profile_routes.split(","):
-            # Same load on both workers: worker 0 sampled with idle threads (wall clock: where a request
-            # waits), worker 1 only while a thread holds the GIL (where Python CPU goes).
-            # Non-blocking sampling, so the workers are not paused.
-            files = {"wall": out / f"{route}-wall.txt", "gil": out / f"{route}-gil.txt"}
-            options = {"wall": ["--idle", "--rate", "50"], "gil": ["--gil", "--rate", "100"]}
-            spies = []
-            for (kind, path), pid in zip(files.items(), workers):
-                path.unlink(missing_ok=True)
-                spies.append(self.procs.start(
-                    f"py-spy {route} {kind}",
-                    [py_spy, "record", "--pid", str(pid), "--duration", str(seconds), "--nonblocking", *options[kind],
-                     "--format", "raw", "-o", str(path)],
-                    env=dict(os.environ), cwd=REPO, log_path=out / f"{route}-{kind}.log"))
-            result = self.drive("ours", route, seconds + 2)
-            for spy in spies:
-                try:
-                    spy.wait(60)
-                except subprocess.TimeoutExpired:
-                    pass
-                self.procs.stop(spy)
-            log(f"profile {route}: {result['rps']:.0f} rps under py-spy (sampling slows it), p99 {result['p99_ms']:.1f} ms")
-            sys.path.insert(0, str(BENCH_DIR))
-            from profile_summary import summarise_file
-
-            report[route] = {}
-            for kind, path in files.items():
-                if path.exists():
-                    text, data = summarise_file(path, kind)
-                    (out / f"{route}-{kind}-summary.txt").write_text(text)
-                    log(f"\n=== {route}: {kind} ===\n{text}")
-                    report[route][kind] = data
-        log(f"profiles (collapsed stacks; open in https://www.speedscope.app or flamegraph.pl): {out}")
-        return report
-
 
 def find_floor_dir() -> Path:
     for candidate in (os.environ.get("FLOOR_DIR"), SHARED_FLOOR_DIR):
@@ -467,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         bench.check_routes()
         if args.profile:
             bench.warm_up()
-            profile = bench.profile()
+            profile = profiling.record(bench, VENV_BIN)
         else:
             if not args.memory_only:
                 bench.warm_up()

@@ -263,7 +263,7 @@ class ListTaskCount(SQLModel, table=True):
 class ListTagCount(SQLModel, table=True):
     """How many of a list's tasks carry a tag, per spelling, kept like ListTaskCount (from task_tag):
     /api/tags and the totals of `tag=` read these. A row may fall to 0 (it stays) or below (a tag added
-through one slot, removed through another): only the sum of a list's rows is its count."""
+    through one slot, removed through another): only the sum of a list's rows is its count."""
 
     __tablename__ = "list_tag_count"
 

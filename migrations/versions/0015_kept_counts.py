@@ -18,8 +18,9 @@ the service's statements, a list's deletion cascading to its tasks, COPY): exact
   `list_task_count` row of its lists: the writes that change a list's tags on the same row wait for
   each other there, instead of each holding one tag's row and waiting for the other's (a task tagged
   a -> b beside one tagged b -> a); writes on other rows share no row at all. A transaction stays on
-  one connection, so on one slot: its rows are taken in list order as with one row per list. Statements that change rows of several lists otherwise are moves, which lock both lists
-  first (tree.lock_lists).
+  one connection, so on one slot: its rows are taken in list order as with one row per list.
+  Statements that change rows of several lists otherwise are moves, which lock both lists first
+  (tree.lock_lists).
 - SQLite: row-level triggers (one writer at a time: no lock order to keep).
 A list's count rows go with it (ON DELETE CASCADE); the triggers then skip a list that is gone.
 

@@ -7,6 +7,7 @@ import functools
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 import access
 import tree
@@ -23,6 +24,9 @@ SEARCHED_TEXT = sa.literal_column(f"({SEARCHED_TEXT_SQL})", sa.String)
 # The list's id as ix_task_search has it: a search names its lists this way too, so that it reads the
 # index's part of each (models.SEARCH_SCOPE_SQL).
 SEARCH_SCOPE = sa.cast(task_table.c.list_id, sa.BigInteger)
+# The list's id as a one-element array, as ix_task_search has it too (models.SEARCH_LISTS_SQL): a count
+# over several lists names them in one condition (`&&`), one scan of the index instead of one per list.
+SEARCH_LISTS = postgresql.array([task_table.c.list_id])
 SORT_KEYS = {
     "created_at": task_table.c.created_at,
     "updated_at": task_table.c.updated_at,
@@ -284,7 +288,9 @@ def count_statement(shape: tuple[Any, ...], scope: Scope = IN_SCOPE) -> sa.Selec
     named = [scope_list(index) for index in range(scope or 0)]
     scoped = [task_table.c.list_id.in_(named)] if named else []
     if named and shape[1] == "indexed":
-        scoped.append(SEARCH_SCOPE.in_([sa.cast(list_id, sa.BigInteger) for list_id in named]))
+        # Alone: with `list_id IN` beside it, the planner took the two for independent conditions
+        # and expected a quarter of the matches.
+        scoped = [SEARCH_LISTS.op("&&")(postgresql.array(named))]
     conditions = [*filter_conditions(shape, scoped=not scope), *scoped]
     return planned_per_call(sa.select(sa.func.count()).select_from(task_table).where(*conditions), shape)
 

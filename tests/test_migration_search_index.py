@@ -45,3 +45,30 @@ def test_index_expression_is_the_models():
     migration = __import__("importlib").import_module("migrations.versions.0009_list_and_search_indexes")
     separator_spelt = migration.SEARCHED_TEXT.replace("E'\\x1f'", f"'{models.SEARCH_SEPARATOR}'")
     assert separator_spelt == models.SEARCHED_TEXT_SQL
+
+
+def search_index_definition(url: str) -> str:
+    found = catalog_names(url, "SELECT NULL WHERE 0", "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_task_search'")
+    return found.pop() if found else ""
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
+def test_search_index_gains_the_lists_as_an_array_and_loses_it_on_downgrade(scratch_database, backend_name):
+    """0016: the count of a search over several lists names them as one array, which the index holds."""
+    url = scratch_database(backend_name)  # at head
+    config = alembic_config(url)
+    on_postgres = backend_name == "postgres"
+    assert ("ARRAY[list_id]" in search_index_definition(url)) == on_postgres
+    command.downgrade(config, "0015")
+    assert "ARRAY[list_id]" not in search_index_definition(url)
+    assert ("(list_id)::bigint" in search_index_definition(url)) == on_postgres  # 0013's index, as it was
+    command.upgrade(config, "head")
+    command.check(config)
+    assert ("ARRAY[list_id]" in search_index_definition(url)) == on_postgres
+
+
+def test_a_count_over_named_lists_names_them_as_the_index_does():
+    shape = queries.TaskFilter("someone", text="x", many_tasks=True).shape()
+    sql = str(listing_sql.count_statement(shape, 3).compile(dialect=postgresql.dialect()))
+    assert f"{models.SEARCH_LISTS_SQL[1:-1].replace('list_id', 'task.list_id')} && ARRAY[" in sql
+    assert "CAST(task.list_id AS BIGINT)" not in sql

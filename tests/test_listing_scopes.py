@@ -64,8 +64,11 @@ def pages(user, params: dict) -> tuple[list[int], str | None]:
         response = user.get(response.links["next"]["url"])
 
 
-@pytest.fixture(params=["small_user", "each_list_named", "past_the_branches"])
-def scope(request, monkeypatch) -> str:
+@pytest.fixture(params=["small_user", "each_list_named", "few_read_at_once", "past_the_branches"])
+def scope(request, monkeypatch, backend):
+    """How the listings read the lists. A big user's filtered listing with a count reads its matches
+    at once when they are few (queries.FEW_MATCHES): "each_list_named" never does, "few_read_at_once"
+    always does, and checks that it did."""
     if request.param != "small_user":
         async def many(connection, user_id):
             return True
@@ -73,7 +76,19 @@ def scope(request, monkeypatch) -> str:
         monkeypatch.setattr(queries, "_has_many_tasks", many)
     if request.param == "past_the_branches":
         monkeypatch.setattr(queries, "MAX_LIST_BRANCHES", 2)
-    return request.param
+    monkeypatch.setattr(queries, "FEW_MATCHES", 10**6 if request.param == "few_read_at_once" else -1)
+    scopes_read = []
+    usual_page_statement = listing_sql.page_statement
+
+    def page_statement(shape, sort, ascending, start="offset", scope=listing_sql.IN_SCOPE):
+        scopes_read.append(scope)
+        return usual_page_statement(shape, sort, ascending, start, scope)
+
+    monkeypatch.setattr(listing_sql, "page_statement", page_statement)
+    yield request.param
+    read_at_once = any(isinstance(scope, listing_sql.AtOnce) for scope in scopes_read)
+    filtered_listings_asked = request.node.name.startswith("test_every_listing")
+    assert read_at_once == (request.param == "few_read_at_once" and filtered_listings_asked and backend == "postgres")
 
 
 def subtask_queries(user) -> list[dict]:

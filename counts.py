@@ -62,6 +62,9 @@ def stats_statement(one_list: bool) -> sa.Select:
     ).where(*_in_scope(task_counts.c.list_id, one_list))
 
 
+# Every task of the caller's lists (queries.py: a big user's listing reads their lists its own way).
+TASKS_SEEN = sa.select(_sum(*ALL_TASKS)).where(*_in_scope(task_counts.c.list_id, False))
+
 # Each spelling's uses in the caller's lists (the sum of its rows), the spellings in use only.
 _SPELLINGS = (
     sa.select(tag_counts.c.tag_key, tag_counts.c.tag, sa.func.sum(tag_counts.c.tasks).label("uses"))

@@ -7,6 +7,7 @@ import pytest
 import listing_sql
 import queries
 from sharing_helpers import person, share_list  # noqa: F401 (person is a fixture)
+from test_db import run_with_database
 
 QUERIES = [
     {},
@@ -67,16 +68,17 @@ def pages(user, params: dict) -> tuple[list[int], str | None]:
 @pytest.fixture(params=["small_user", "each_list_named", "few_read_at_once", "past_the_branches"])
 def scope(request, monkeypatch, backend):
     """How the listings read the lists. A big user's filtered listing with a count reads its matches
-    at once when they are few (queries.FEW_MATCHES): "each_list_named" never does, "few_read_at_once"
-    always does, and checks that it did."""
+    at once when they are few (queries._reads_at_once): "each_list_named" never does,
+    "few_read_at_once" always does, and checks that it did."""
     if request.param != "small_user":
         async def many(connection, user_id):
-            return True
+            return 10**6
 
-        monkeypatch.setattr(queries, "_has_many_tasks", many)
+        monkeypatch.setattr(queries, "_tasks_seen_by", many)
     if request.param == "past_the_branches":
         monkeypatch.setattr(queries, "MAX_LIST_BRANCHES", 2)
-    monkeypatch.setattr(queries, "FEW_MATCHES", 10**6 if request.param == "few_read_at_once" else -1)
+    at_once = request.param == "few_read_at_once"
+    monkeypatch.setattr(queries, "_reads_at_once", lambda matches, page_end, tasks: at_once)
     scopes_read = []
     usual_page_statement = listing_sql.page_statement
 
@@ -162,3 +164,23 @@ def test_a_big_users_listing_is_planned_for_its_values_only_where_they_decide_th
                     {"overdue": True}, {"assignee": "someone"}, {"top_level_only": True, "tags": ["home"]}):
         assert not prepared(**filters), filters
     assert queries.TaskFilter("someone").shape()[-1] is False and prepared(tags=["home"], many_tasks=False)
+
+
+def test_a_users_size_is_the_tasks_of_their_lists_their_own_and_those_shared_with_them(person, database_url):
+    """How big a user is (their listings read their lists one by one past queries.SEARCH_INDEX_FROM
+    tasks) counts the tasks of every list they are a member of, and nobody else's."""
+    me, owner, stranger = person("sized"), person("sharer"), person("stranger")
+    shared = share_list(owner, me, "viewer", name="Shared")
+    for n in range(2):
+        me.create_task(title=f"mine {n}")
+    for n in range(3):
+        owner.create_task(title=f"shared {n}", list_id=shared)
+    owner.create_task(title="the sharer's own, unshared")
+    stranger.create_task(title="a stranger's")
+    me.post(f"/api/tasks/{me.create_task(title='done')['id']}/toggle")
+
+    async def sizes(database):
+        async with database.connect() as connection:
+            return [await queries._tasks_seen_by(connection, user.user_id) for user in (me, owner, stranger)]
+
+    assert run_with_database(database_url, sizes) == [6, 4, 1]

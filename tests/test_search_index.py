@@ -12,9 +12,9 @@ def search_path(request, monkeypatch) -> str:
     if request.param == "indexed":  # as for a user with more than queries.SEARCH_INDEX_FROM tasks
 
         async def many(connection, user_id):
-            return True
+            return queries.SEARCH_INDEX_FROM + 1
 
-        monkeypatch.setattr(queries, "_has_many_tasks", many)
+        monkeypatch.setattr(queries, "_tasks_seen_by", many)
     return request.param
 
 

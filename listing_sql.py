@@ -39,9 +39,10 @@ SORT_KEYS = {
 
 
 @functools.lru_cache(maxsize=512)
-def filter_conditions(shape: tuple[Any, ...], scoped: bool = True) -> tuple[sa.ColumnElement[bool], ...]:
+def filter_conditions(shape: tuple[Any, ...], scoped: bool = True, walked: bool = False) -> tuple[sa.ColumnElement[bool], ...]:
     """The filters of one shape. `scoped`: with the caller's lists as the scope (a statement that reads
-    each of them on its own, `_per_list`, leaves that out and names the list instead)."""
+    each of them on its own, `each_list`, leaves that out and names the list instead). `walked`: as
+    one condition that no index serves (`Walked`)."""
     (has_completed, has_text, priority_count, tag_count, has_due_before, has_due_after, overdue, has_due_on,
      has_list, parent, assignee, _many) = shape
     t = task_table.c
@@ -80,9 +81,11 @@ def filter_conditions(shape: tuple[Any, ...], scoped: bool = True) -> tuple[sa.C
         conditions.append(t.priority.in_(numbered_binds("priority", priority_count)))
     for index in range(tag_count):
         # Does the task carry the tag: its own row of task_tag (the primary key). PostgreSQL makes it a
-        # join of its choice: a probe per task of a page, or the tag's entries read once.
-        carries = sa.exists().where(tag_table.c.task_id == t.id, tag_table.c.tag_key == sa.bindparam(f"tag_{index}"))
-        conditions.append(carries)
+        # join of its choice: a probe per task of a page, or the tag's entries read once. Walked: a
+        # probe per task always (OFFSET 0 keeps PostgreSQL from reading all the tag's rows, every
+        # user's, into a hash first: 400 ms).
+        carries = sa.select(sa.literal_column("1")).where(tag_table.c.task_id == t.id, tag_table.c.tag_key == sa.bindparam(f"tag_{index}"))
+        conditions.append((carries.offset(sa.literal_column("0")) if walked else carries).exists())
     if has_due_before:
         conditions.append(t.due_date <= sa.bindparam("due_before", type_=UTCDateTime()))
     if has_due_after:
@@ -100,14 +103,18 @@ def filter_conditions(shape: tuple[Any, ...], scoped: bool = True) -> tuple[sa.C
         # Implied by the above, but a range an index on due_date serves (the OR above is not).
         conditions.append(t.due_date >= sa.bindparam("due_on_low", type_=UTCDateTime()))
         conditions.append(t.due_date < sa.bindparam("due_on_high", type_=UTCDateTime()))
+    if walked and conditions:
+        # IS TRUE: no index can serve the filters, so walking the order's index is the only plan that
+        # stops early, whatever the values (and a generic plan is that walk too).
+        return (sa.and_(*conditions).is_(sa.true()),)
     return tuple(conditions)
 
 
-def in_list(list_id: Any, shape: tuple[Any, ...]) -> list[sa.ColumnElement[bool]]:
+def in_list(list_id: Any, shape: tuple[Any, ...], walked: bool = False) -> list[sa.ColumnElement[bool]]:
     """The task is in this list (a value or a column); named for the search index too when the
-    listing searches it."""
+    listing searches it (not when it walks the list)."""
     conditions = [task_table.c.list_id == list_id]
-    if shape[1] == "indexed":
+    if shape[1] == "indexed" and not walked:
         conditions.append(SEARCH_SCOPE == sa.cast(list_id, sa.BigInteger))
     return conditions
 
@@ -128,9 +135,13 @@ Start = str
 #   (inside the LATERAL join it takes every list for an average one, and sorted all of a 20,000-task
 #   list's matches for a page of 100), and merges the branches in order (Merge Append), reading each
 #   list's index range only as far as the page needs.
-# AtOnce(k): PostgreSQL, a user with many tasks, a filter that few of their tasks match (queries.py
-#   counts them first): the k lists named as values in one condition, the matches read at once and
-#   sorted (planning one statement instead of k branches: 2-3 ms of a page that reads little).
+# After a count (queries.py counts a big user's filtered listing first, and chooses):
+# AtOnce(k): a filter few of the tasks match: the k lists named as values in one condition, the
+#   matches read at once and sorted (one plan instead of k).
+# Walked(k): a filter many of the tasks match: one branch per list as with k, each walking the order's
+#   index until the page is full, the filters one condition no index serves (`filter_conditions`):
+#   the only plan is that walk, so the statement is prepared (planned once per connection, where
+#   planning k branches for their values cost 1-2 ms of each page).
 IN_SCOPE, EACH_LIST = None, 0
 
 
@@ -139,7 +150,12 @@ class AtOnce:
     lists: int
 
 
-Scope = int | AtOnce | None
+@dataclass(frozen=True)
+class Walked:
+    lists: int
+
+
+Scope = int | AtOnce | Walked | None
 
 
 def reads_at_once(scope: Scope) -> bool:
@@ -156,7 +172,7 @@ def page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: St
     direction = sa.asc if ascending else sa.desc
     t = task_table.c
     key = SORT_KEYS[sort]
-    conditions = list(filter_conditions(shape, scoped=scope is IN_SCOPE))
+    conditions = list(filter_conditions(shape, scoped=scope is IN_SCOPE, walked=isinstance(scope, Walked)))
     if isinstance(scope, AtOnce):
         conditions += named_lists(shape, scope.lists)
     nulls_last = False
@@ -192,7 +208,7 @@ def page_statement(shape: tuple[Any, ...], sort: str, ascending: bool, start: St
         .order_by(*order(page.c.sort_key, page.c.id))
         .limit(sa.bindparam("limit"))
     )
-    return planned_per_call(statement.offset(sa.bindparam("offset")) if start == "offset" else statement, shape)
+    return planned_per_call(statement.offset(sa.bindparam("offset")) if start == "offset" else statement, shape, scope)
 
 
 def _deep_page(ids: sa.Select, scope: Scope, shape: tuple[Any, ...], order: Any) -> sa.Select:
@@ -230,7 +246,9 @@ def each_list(rows: sa.Select, scope: Scope, shape: tuple[Any, ...]) -> sa.FromC
         visible = access.lists_of_caller(access.SEE).subquery("visible")
         page = rows.where(*in_list(visible.c.list_id, shape)).limit(sa.bindparam("inner_limit")).lateral("page")
         return sa.select(page).select_from(visible.join(page, sa.true())).subquery("each_list")
-    branches = [rows.where(*in_list(scope_list(index), shape)).limit(sa.bindparam("inner_limit")) for index in range(scope)]
+    walked = isinstance(scope, Walked)
+    lists = scope.lists if walked else scope
+    branches = [rows.where(*in_list(scope_list(index), shape, walked)).limit(sa.bindparam("inner_limit")) for index in range(lists)]
     return sa.union_all(*branches).subquery("each_list")
 
 
@@ -238,12 +256,14 @@ def scope_list(index: int) -> sa.BindParameter:
     return sa.bindparam(f"scope_list_{index}", type_=sa.Integer)
 
 
-def planned_per_call(statement: sa.Select, shape: tuple[Any, ...]) -> sa.Select:
+def planned_per_call(statement: sa.Select, shape: tuple[Any, ...], scope: Scope = IN_SCOPE) -> sa.Select:
     """For a user with many tasks, a listing is planned for its values on every call, never prepared:
     how many tasks a list, a word or a tag holds decides the plan (walk the order's index and probe
     each task, or read the matches and sort them). Generic plans read them all: after a few rare
-    words, a common one cost 120 ms instead of 2; `tag=home` 33 ms instead of 3."""
-    return statement.execution_options(prepare=False) if shape[-1] and not plan_fits_all_values(shape) else statement
+    words, a common one cost 120 ms instead of 2; `tag=home` 33 ms instead of 3. Except where one plan
+    fits every value: no filter but the list (`plan_fits_all_values`), or a walk (`Walked`)."""
+    one_plan = plan_fits_all_values(shape) or isinstance(scope, Walked)
+    return statement.execution_options(prepare=False) if shape[-1] and not one_plan else statement
 
 
 def plan_fits_all_values(shape: tuple[Any, ...]) -> bool:
@@ -298,12 +318,12 @@ def tree_page_statement(shape: tuple[Any, ...]) -> sa.Select:
 
 @functools.lru_cache(maxsize=512)
 def count_statement(shape: tuple[Any, ...], scope: Scope = IN_SCOPE) -> sa.Select:
-    """The matching tasks, counted in the caller's lists (a number as `scope`, or AtOnce: the lists
-    named as values, in one condition)."""
+    """The matching tasks, counted in the caller's lists (a number as `scope`, AtOnce or Walked: the
+    lists named as values, in one condition)."""
     tag_count = shape[3]
     if tag_count and not any(shape[:3]) and not any(shape[4:6]) and shape[6] is None and not any(shape[7:11]):
         return tagged_count(tag_count)
-    named = scope.lists if isinstance(scope, AtOnce) else scope or 0
+    named = scope.lists if isinstance(scope, (AtOnce, Walked)) else scope or 0
     conditions = [*filter_conditions(shape, scoped=not named), *named_lists(shape, named)]
     return planned_per_call(sa.select(sa.func.count()).select_from(task_table).where(*conditions), shape)
 
@@ -361,4 +381,5 @@ def segments_statement(
         .order_by(page.c.segment, direction(page.c.sort_key), direction(page.c.id))
         .limit(sa.bindparam("limit")),
         shape,
+        scope,
     )

@@ -5,6 +5,7 @@ Their own lists and lists shared with them, every sort, filters, pages by offset
 import pytest
 
 import listing_sql
+from sqlalchemy.dialects import postgresql
 import queries
 from sharing_helpers import person, share_list  # noqa: F401 (person is a fixture)
 from test_db import run_with_database
@@ -65,11 +66,13 @@ def pages(user, params: dict) -> tuple[list[int], str | None]:
         response = user.get(response.links["next"]["url"])
 
 
-@pytest.fixture(params=["small_user", "each_list_named", "few_read_at_once", "past_the_branches"])
+@pytest.fixture(params=["small_user", "each_list_named", "few_read_at_once", "many_walked", "past_the_branches"])
 def scope(request, monkeypatch, backend):
-    """How the listings read the lists. A big user's filtered listing with a count reads its matches
-    at once when they are few (queries._reads_at_once): "each_list_named" never does,
-    "few_read_at_once" always does, and checks that it did."""
+    """How the listings read the lists. A big user's filtered listing with a count counts first and
+    chooses (queries._read_way): here "each_list_named" always plans each list for its values,
+    "few_read_at_once" always reads the matches at once, "many_walked" always walks each list; each
+    checks that it did."""
+    way = {"few_read_at_once": listing_sql.AtOnce, "many_walked": listing_sql.Walked}.get(request.param)
     if request.param != "small_user":
         async def many(connection, user_id):
             return 10**6
@@ -77,8 +80,7 @@ def scope(request, monkeypatch, backend):
         monkeypatch.setattr(queries, "_tasks_seen_by", many)
     if request.param == "past_the_branches":
         monkeypatch.setattr(queries, "MAX_LIST_BRANCHES", 2)
-    at_once = request.param == "few_read_at_once"
-    monkeypatch.setattr(queries, "_reads_at_once", lambda matches, page_end, tasks: at_once)
+    monkeypatch.setattr(queries, "_read_way", lambda shape, matches, page_end, tasks, lists: way(lists) if way else lists)
     scopes_read = []
     usual_page_statement = listing_sql.page_statement
 
@@ -88,9 +90,10 @@ def scope(request, monkeypatch, backend):
 
     monkeypatch.setattr(listing_sql, "page_statement", page_statement)
     yield request.param
-    read_at_once = any(isinstance(scope, listing_sql.AtOnce) for scope in scopes_read)
-    filtered_listings_asked = request.node.name.startswith("test_every_listing")
-    assert read_at_once == (request.param == "few_read_at_once" and filtered_listings_asked and backend == "postgres")
+    filtered_listings_asked = request.node.name.startswith("test_every_listing") and backend == "postgres"
+    for kind in (listing_sql.AtOnce, listing_sql.Walked):
+        read_so = any(isinstance(scope, kind) for scope in scopes_read)
+        assert read_so == (kind is way and filtered_listings_asked), kind
 
 
 def subtask_queries(user) -> list[dict]:
@@ -184,3 +187,32 @@ def test_a_users_size_is_the_tasks_of_their_lists_their_own_and_those_shared_wit
             return [await queries._tasks_seen_by(connection, user.user_id) for user in (me, owner, stranger)]
 
     assert run_with_database(database_url, sizes) == [6, 4, 1]
+
+
+def test_a_walked_listing_is_prepared_and_leaves_no_index_but_the_orders_to_its_filters():
+    """Walked (many matches, counted first): every filter in one condition no index serves, and each
+    tag probed per task (OFFSET 0: never all of the tag's rows read into a hash first), so the only
+    plan is the walk of the order's index, and the statement is prepared for every value."""
+    walked = listing_sql.Walked(3)
+    for filters in ({"text": "report"}, {"tags": ["home", "work"]}, {"completed": True, "priorities": ["high"]},
+                    {"overdue": True}, {"assignee": "someone"}):
+        shape = queries.TaskFilter("someone", many_tasks=True, **filters).shape()
+        for statement, segments in ((listing_sql.page_statement(shape, "title", True, "offset", walked), 1),
+                                    (listing_sql.segments_statement(shape, "due_date", False, ("dated_after", "undated"), walked), 2)):
+            assert statement.get_execution_options().get("prepare", True), filters
+            sql = str(statement.compile(dialect=postgresql.dialect()))
+            assert sql.count(") IS true") == sql.count("task.list_id = %(scope_list_") == 3 * segments, filters  # a branch per list
+            assert sql.count("OFFSET 0") == shape[3] * 3 * segments, filters
+            assert "CAST(task.list_id AS BIGINT)" not in sql and "ARRAY[task.list_id]" not in sql
+
+
+def test_a_counted_page_reads_few_matches_at_once_walks_many_and_plans_rare_tags_per_list():
+    """queries._read_way for a user with 100,000 tasks in 9 lists, a first page of 100 (101 rows read)."""
+    untagged = queries.TaskFilter("someone", many_tasks=True, text="report").shape()
+    tagged = queries.TaskFilter("someone", many_tasks=True, tags=["home", "work"]).shape()
+    assert queries._read_way(untagged, 1_269, 101, 100_000, 9) == listing_sql.AtOnce(9)  # a week of due dates
+    assert queries._read_way(untagged, 0, 101, 100_000, 9) == listing_sql.AtOnce(9)
+    assert queries._read_way(untagged, 18_786, 101, 100_000, 9) == listing_sql.Walked(9)  # a common word
+    assert queries._read_way(untagged, 18_786, 90_101, 100_000, 9) == listing_sql.AtOnce(9)  # far down
+    assert queries._read_way(tagged, 1_783, 101, 100_000, 9) == listing_sql.Walked(9)
+    assert queries._read_way(tagged, 300, 101, 100_000, 9) == 9  # each list planned for a rare pair

@@ -29,6 +29,8 @@ QUERIES = [
     {"assignee": "none"},
     {"offset": "3"},
     {"limit": "4", "sort": "due_date", "order": "desc", "offset": "5"},
+    {"priority": ["high", "low"], "sort": "due_date"},
+    {"q": "milk", "sort": "due_date", "order": "desc"},
 ]
 
 

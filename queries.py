@@ -163,8 +163,9 @@ async def list_tasks(
 ) -> Page:
     """One page (public fields only) and, if `count`, the total matching count, both from the same
     filter. The page starts at `offset`, or right after the cursor `after`. The count is skipped when
-    the page itself shows the total (a first or last offset page that ends the result). A `list_id` /
-    `parent_id` that is not the caller's is a 404 (looked up only when nothing matched)."""
+    the page itself shows the total (a first or last offset page that ends the result), except where
+    it comes first to choose how the page is read (`_counted_first`). A `list_id` / `parent_id` that
+    is not the caller's is a 404 (looked up only when nothing matched)."""
     check_ids(filters.list_id, filters.parent_id)
     # A copy: the zone and the user's size are worked out here, while the caller's filters stay as the
     # client sent them (a cursor is bound to those: keyset.identity).

@@ -6,13 +6,23 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from profile_summary import summarise_file  # bench/, beside this file
 from report import log
 
-if TYPE_CHECKING:
-    from run import Bench
+
+class Bench(Protocol):
+    """What recording needs of run.py's Bench (named here, so that this file does not import run.py,
+    which imports it)."""
+
+    args: Any  # profile_routes, profile_seconds
+    procs: Any  # processes.Processes
+
+    def ours_workers(self) -> list[int]: ...
+
+    def drive(self, side: str, route: str, duration: float) -> dict: ...
+
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

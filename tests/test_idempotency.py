@@ -232,6 +232,15 @@ def test_concurrent_posts_with_one_key_create_exactly_one_task(live, same_body):
     assert not [r for r in results if isinstance(r, BaseException)], results
 
     statuses = Counter(response.status_code for _, response in results)
+    # A request that waited on the database past its deadlines (the burst, on a busy machine) is a
+    # 503 with Retry-After (contract §7: retry it with its key, and the retry is safe): retried once
+    # the burst is over, it gets what any request with that key gets. Not most of them.
+    assert statuses[503] < RETRIES // 2, statuses
+    for index, (body, response) in enumerate(results):
+        if response.status_code == 503:
+            assert response.json()["error_code"] == "SERVICE_UNAVAILABLE" and response.headers["Retry-After"]
+            retried = httpx.post(f"{live.url}/api/tasks", json=body, headers={**headers, "Idempotency-Key": key})
+            results[index] = (body, retried)
     created = [(body, r) for body, r in results if r.status_code == 201]
     assert created, statuses
     first_body, first = created[0]

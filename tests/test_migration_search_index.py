@@ -1,5 +1,6 @@
-"""Migration 0009 (a list's index and the search's trigram index) up, down and up again, on SQLite and
-PostgreSQL; and the listing searches the exact expression the index holds."""
+"""Migrations 0009 (a list's index and the search's trigram index) and 0016 (the search index keyed by
+the list as an array too) up, down and up again, on SQLite and PostgreSQL; and the listing searches
+the exact expressions the index holds."""
 import pytest
 from alembic import command
 from sqlalchemy.dialects import postgresql
@@ -41,8 +42,9 @@ def test_search_uses_the_indexed_expression():
     assert f"({models.SEARCHED_TEXT_SQL}) LIKE" in sql
 
 
-def test_index_expression_is_the_models():
-    migration = __import__("importlib").import_module("migrations.versions.0009_list_and_search_indexes")
+@pytest.mark.parametrize("migration_name", ["0009_list_and_search_indexes", "0013_sharing", "0016_search_lists_array"])
+def test_index_expression_is_the_models(migration_name):
+    migration = __import__("importlib").import_module(f"migrations.versions.{migration_name}")
     separator_spelt = migration.SEARCHED_TEXT.replace("E'\\x1f'", f"'{models.SEARCH_SEPARATOR}'")
     assert separator_spelt == models.SEARCHED_TEXT_SQL
 

@@ -140,8 +140,9 @@ Start = str
 #   matches read at once and sorted (one plan instead of k).
 # Walked(k): a filter many of the tasks match: one branch per list as with k, each walking the order's
 #   index until the page is full, the filters one condition no index serves (`filter_conditions`):
-#   the only plan is that walk, so the statement is prepared (planned once per connection, where
-#   planning k branches for their values cost 1-2 ms of each page).
+#   the only plan is that walk, so the statement is prepared: after its first five calls on a
+#   connection (PostgreSQL plans those for their values) it keeps one plan, where planning k branches
+#   for their values cost 1-2 ms of each page.
 IN_SCOPE, EACH_LIST = None, 0
 
 

@@ -65,6 +65,28 @@ def stats_statement(one_list: bool) -> sa.Select:
 # Every task of the caller's lists (queries.py: a big user's listing reads their lists its own way).
 TASKS_SEEN = sa.select(_sum(*ALL_TASKS)).where(*_in_scope(task_counts.c.list_id, False))
 
+# PostgreSQL: the file of the table of counts, a new one when the table is emptied (TRUNCATE) or the
+# database made again, where `changes` start again from 0 (so the sums seen before mean nothing).
+COUNTS_FILE = sa.func.pg_relation_filenode(sa.literal_column("'list_task_count'::regclass"))
+
+# The caller's lists, in id order, each with the sum of its `changes` (search_counts.py).
+_VISIBLE = access.lists_of_caller(access.SEE).subquery("visible")
+LISTS_AND_CHANGES = sa.select(
+    _VISIBLE.c.list_id,
+    sa.select(sa.cast(sa.func.coalesce(sa.func.sum(task_counts.c.changes), 0), sa.BigInteger))
+    .where(task_counts.c.list_id == _VISIBLE.c.list_id)
+    .scalar_subquery()
+    .label("changes"),
+    COUNTS_FILE.label("counts_file"),
+).order_by(_VISIBLE.c.list_id)
+
+
+def changes_of(lists: tuple[sa.BindParameter, ...]) -> sa.ScalarSelect:
+    """The sum of the `changes` of these lists (bound values)."""
+    total = sa.cast(sa.func.coalesce(sa.func.sum(task_counts.c.changes), 0), sa.BigInteger)
+    return sa.select(total).where(task_counts.c.list_id.in_(lists)).scalar_subquery()
+
+
 # Each spelling's uses in the caller's lists (the sum of its rows), the spellings in use only.
 _SPELLINGS = (
     sa.select(tag_counts.c.tag_key, tag_counts.c.tag, sa.func.sum(tag_counts.c.tasks).label("uses"))
@@ -113,9 +135,10 @@ def count_statement(shape: tuple[Any, ...]) -> sa.Select:
     return sa.select(_sum(*terms)).where(*_in_scope(task_counts.c.list_id, has_list))
 
 
-# A bulk load (the benches' COPY of 100,000s of tasks in one transaction) turns the triggers off and
-# counts once afterwards: counted row by row, a list's row of counts was rewritten for every task in
-# the same transaction, each rewrite a version more to step over (minutes for 400,000 tasks).
+# A bulk load (the benches' COPY of 100,000s of tasks in one transaction, into a database no service
+# reads yet) turns the triggers off and counts once afterwards: counted row by row, a list's row of
+# counts was rewritten for every task in the same transaction, each rewrite a version more to step
+# over (minutes for 400,000 tasks). Each task loaded is one of its list's `changes`.
 BULK_LOAD_STARTS = [
     f"ALTER TABLE {table} DISABLE TRIGGER {counts}_{operation}"
     for table, counts in (("task", "list_task_count"), ("task_tag", "list_tag_count"))
@@ -129,8 +152,8 @@ _RECOUNTED = ", ".join(
 BULK_LOAD_ENDS = [
     *(statement.replace("DISABLE", "ENABLE") for statement in BULK_LOAD_STARTS),
     "DELETE FROM list_task_count",
-    f"INSERT INTO list_task_count (list_id, {', '.join(column.name for column in ALL_TASKS)})"
-    f" SELECT list_id, {_RECOUNTED} FROM task GROUP BY list_id",
+    f"INSERT INTO list_task_count (list_id, {', '.join(column.name for column in ALL_TASKS)}, changes)"
+    f" SELECT list_id, {_RECOUNTED}, count(*) FROM task GROUP BY list_id",
     "DELETE FROM list_tag_count",
     "INSERT INTO list_tag_count (list_id, tag_key, tag, tasks)"
     " SELECT list_id, tag_key, tag, count(*) FROM task_tag GROUP BY list_id, tag_key, tag",

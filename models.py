@@ -260,6 +260,9 @@ class ListTaskCount(SQLModel, table=True):
     done_low: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     done_medium: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
     done_high: int = Field(default=0, sa_column=sa.Column(sa.Integer, nullable=False, server_default="0"))
+    # Every write of the list's tasks that can change what a search finds (migration 0017 names them)
+    # adds to it: while a list's sum is the same, its searches count the same (search_counts.py).
+    changes: int = Field(default=0, sa_column=sa.Column(sa.BigInteger, nullable=False, server_default="0"))
 
 
 class ListTagCount(SQLModel, table=True):

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Any
 
-import sqlalchemy as sa
-
 import access
 import counts
 import dates
 import keyset
 import listing_sql
+import search_counts
 import settings_store
 from db import Database
 from listing_sql import EACH_LIST, IN_SCOPE, Scope, Start
@@ -137,15 +136,24 @@ def _segments(sort: str, after: keyset.Cursor | None) -> list[tuple[Start, dict[
     return [("dated_after", values), ("undated", {})]
 
 
-async def _scope_of(connection: Any, filters: TaskFilter) -> tuple[Scope, list[int]]:
-    """How a PostgreSQL listing reaches the caller's lists (see IN_SCOPE), and the lists it names. A
-    task's subtasks are in its list: `parent_id` reads them from the parent index, then checks the list."""
+async def _scope_of(connection: Any, filters: TaskFilter, counted: bool) -> tuple[Scope, list[int], search_counts.Changes | None]:
+    """How a PostgreSQL listing reaches the caller's lists (see IN_SCOPE), the lists it names, and for
+    a `counted` search whose count is remembered, the sum of their changes (search_counts.py). A task's
+    subtasks are in its list: `parent_id` reads them from the parent index, then checks the list."""
     if filters.list_id is not None or filters.parent_id is not None:
-        return IN_SCOPE, []
+        return IN_SCOPE, [], None
     if not filters.many_tasks:
-        return EACH_LIST, []
-    lists = await access.lists_of(connection, filters.user_id)
-    return (len(lists), lists) if 0 < len(lists) <= MAX_LIST_BRANCHES else (EACH_LIST, [])
+        return EACH_LIST, [], None
+    changes = None
+    if counted and search_counts.remembers(filters.shape()):
+        rows = await connection.fetch_all(counts.LISTS_AND_CHANGES, {"caller": filters.user_id})
+        lists = [row["list_id"] for row in rows]
+        changes = search_counts.Changes(rows[0]["counts_file"], sum(row["changes"] for row in rows)) if rows else None
+    else:
+        lists = await access.lists_of(connection, filters.user_id)
+    if 0 < len(lists) <= MAX_LIST_BRANCHES:
+        return len(lists), lists, changes
+    return EACH_LIST, [], None
 
 
 @dataclass
@@ -173,15 +181,15 @@ async def list_tasks(
     async with db.connect() as connection:
         if filters.due_on is not None and filters.zone_name is None:
             filters.zone_name = await settings_store.zone_of(connection, filters.user_id)
-        scope, lists, tasks_seen = IN_SCOPE, [], 0
+        scope, lists, changes, tasks_seen = IN_SCOPE, [], None, 0
         if connection.dialect == "postgresql":
             tasks_seen = await _tasks_seen_by(connection, filters.user_id)
             filters.many_tasks = tasks_seen > SEARCH_INDEX_FROM
-            scope, lists = await _scope_of(connection, filters)
+            scope, lists, changes = await _scope_of(connection, filters, counted=count)
         shape, parameters = filters.shape(), {**filters.parameters(), **numbered("scope_list", lists)}
         total = None
         if count and _counted_first(shape, sort, scope):
-            total = await connection.fetch_value(_count_statement(shape, scope), parameters)
+            total = await _count(connection, shape, scope, parameters, changes)
             scope = _read_way(shape, total, offset + limit + 1, tasks_seen, len(lists))
         rows = await _page_rows(connection, shape, sort, ascending, parameters, limit + 1, offset, after, scope)
         has_more = len(rows) > limit
@@ -197,7 +205,7 @@ async def list_tasks(
             if after is None and not has_more and (offset == 0 or tasks):
                 total = offset + len(tasks)  # the last page: no count query needed
             else:
-                total = await connection.fetch_value(_count_statement(shape, scope), parameters)
+                total = await _count(connection, shape, scope, parameters, changes)
         if not tasks and not total:
             await check_scope(connection, filters.user_id, filters.list_id, filters.parent_id)
     return Page(tasks, total, start, has_more, next_cursor)
@@ -224,9 +232,14 @@ def _read_way(shape: tuple[Any, ...], matches: int, page_end: int, tasks: int, l
     return listing_sql.AtOnce(lists) if matches <= passed else listing_sql.Walked(lists)
 
 
-def _count_statement(shape: tuple[Any, ...], scope: Scope) -> sa.Select:
-    """The listing's total: from the counts the writes keep where they give it, else counted."""
-    return counts.count_statement(shape) if counts.answers(shape) else listing_sql.count_statement(shape, scope)
+async def _count(connection: Any, shape: tuple[Any, ...], scope: Scope, parameters: dict[str, Any], changes: search_counts.Changes | None) -> int:
+    """The listing's total: from the counts the writes keep where they give it, else counted, a search
+    over named lists whose changes were read (`changes`) counted once while they stay the same."""
+    if counts.answers(shape):
+        return await connection.fetch_value(counts.count_statement(shape), parameters)
+    if changes is not None and search_counts.lists_named(scope):
+        return await search_counts.count(connection, shape, scope, parameters, changes)
+    return await connection.fetch_value(listing_sql.count_statement(shape, scope), parameters)
 
 
 async def _page_rows(

@@ -7,7 +7,7 @@ Usage (from the repository root):
                                     [--runs 20] [--big-tasks 100000] [--shared-tasks 100000]
                                     [--small-users 2000] [--keep] [--reuse] [--only CASE]
 
-What it does, in about 3 to 6 minutes on 2 cores (seeding ~1.5 min, each of ~105 cases at most
+What it does, in about 3 to 6 minutes on 2 cores (seeding ~1.5 min, each of ~111 cases at most
 --runs + 2 calls, every call bounded by the service's statement deadline of 5 s):
 
 1. Recreates the scratch database in --database-url (never `test` or `postgres`: it is dropped),
@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 import explain  # noqa: E402  (bench/, beside this file)
 import queries  # noqa: E402
 import scale_seed  # noqa: E402
+import search_counts  # noqa: E402
 from config import DatabaseSettings, Settings  # noqa: E402
 from db import Database, upgrade_schema  # noqa: E402
 from routes.listing import ListQuery  # noqa: E402
@@ -100,6 +101,17 @@ def cursor_listing(user_id: str, offset: int, **params: Any) -> Callable[[Databa
     return run
 
 
+def asked_first(run: Callable[[Database], Awaitable[Any]]) -> Callable[[Database], Awaitable[Any]]:
+    """The call with no count remembered: a search asked for the first time (search_counts.py; the
+    case without this is the search asked again: paging through its results, a refresh)."""
+
+    def first_time(database: Database) -> Awaitable[Any]:
+        search_counts.forget()
+        return run(database)
+
+    return first_time
+
+
 def cases_for(user_id: str, ids: dict[str, Any], who: str, tasks: int) -> list[Case]:
     """Every case, for the user who sees `tasks` tasks (`who`: the prefix of their ids' names)."""
     list_id, parent_id = ids[f"{who}_list"], ids[f"{who}_parent"]
@@ -120,6 +132,8 @@ def cases_for(user_id: str, ids: dict[str, Any], who: str, tasks: int) -> list[C
         Case("tag=home&tag=work", listing(user_id, tag=["home", "work"])),
         Case("q=report (common)", listing(user_id, q="report")),
         Case(f"q={scale_seed.RARE_WORD} (rare)", listing(user_id, q=scale_seed.RARE_WORD)),
+        Case("q=report (common), asked first", asked_first(listing(user_id, q="report"))),
+        Case(f"q={scale_seed.RARE_WORD} (rare), asked first", asked_first(listing(user_id, q=scale_seed.RARE_WORD))),
         Case("due_after&due_before (a week)", listing(user_id, due_after=f"{day}T00:00:00Z", due_before=f"{week_later}T00:00:00Z")),
         Case("overdue=true", listing(user_id, overdue=True)),
         Case("due_on", listing(user_id, due_on=day)),

@@ -1,4 +1,4 @@
-"""Migration 0015 (the counts the writes keep) on SQLite and PostgreSQL: upgrading a database that
+"""Migrations 0015 (the counts the writes keep) and 0017 (with the changes) on SQLite and PostgreSQL: upgrading a database that
 already has tasks counts them; down removes the tables and their triggers (writes still work), and up
 again puts both back; the schema is exactly the models' (`alembic check`)."""
 import pytest
@@ -62,3 +62,45 @@ def test_counts_upgrade_downgrade_upgrade(scratch_database, backend_name):
         connection.execute(sa.text("DELETE FROM task WHERE title = 'b'"))
     assert_counts_exact(engine)
     engine.dispose()
+
+
+def list_task_count_columns(engine: sa.Engine) -> set[str]:
+    return {column["name"] for column in sa.inspect(engine).get_columns("list_task_count")}
+
+
+@pytest.mark.parametrize("backend_name", ["sqlite", "postgres"])
+def test_list_changes_down_and_up_keep_the_counts_exact(scratch_database, backend_name):
+    """Migration 0017 (`changes`, added by the same triggers): down to 0016 the column goes and the
+    triggers count as 0015's did; up again, the changes are added once more; the counts stay exact."""
+    url = scratch_database(backend_name)
+    config = alembic_config(url)
+    engine = sa.create_engine(Settings.normalise_database_url(url))
+    with engine.begin() as connection:
+        list_id = connection.execute(sa.text(
+            "INSERT INTO list (owner_id, name, is_default, created_at, updated_at, version)"
+            " VALUES ('u', 'One', false, :now, :now, 1) RETURNING id"
+        ), {"now": NOW}).scalar()
+
+    def write(title: str) -> None:
+        with engine.begin() as connection:
+            task_id = add_task(connection, list_id, title, "high", False, ["x"])
+            connection.execute(sa.text("UPDATE task SET completed = true, title = 'renamed' WHERE id = :id"), {"id": task_id})
+            add_task(connection, list_id, "gone", "low", False, [])
+            connection.execute(sa.text("DELETE FROM task WHERE title = 'gone'"))
+
+    command.downgrade(config, "0016")
+    assert "changes" not in list_task_count_columns(engine)
+    write("a")
+    assert_counts_exact(engine)
+    command.upgrade(config, "head")
+    command.check(config)
+    with engine.connect() as connection:
+        assert connection.execute(sa.text(CHANGES_OF), {"l": list_id}).scalar() == 0  # the rows there start at 0
+    write("b")
+    assert_counts_exact(engine)
+    with engine.connect() as connection:  # the insert, the update, the other insert and its deletion
+        assert connection.execute(sa.text(CHANGES_OF), {"l": list_id}).scalar() == 4
+    engine.dispose()
+
+
+CHANGES_OF = "SELECT sum(changes) FROM list_task_count WHERE list_id = :l"

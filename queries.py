@@ -136,7 +136,9 @@ def _segments(sort: str, after: keyset.Cursor | None) -> list[tuple[Start, dict[
     return [("dated_after", values), ("undated", {})]
 
 
-async def _scope_of(connection: Any, filters: TaskFilter, counted: bool) -> tuple[Scope, list[int], search_counts.Changes | None]:
+async def _scope_of(
+    connection: Any, filters: TaskFilter, counted: bool,
+) -> tuple[Scope, list[int], search_counts.Changes | None]:
     """How a PostgreSQL listing reaches the caller's lists (see IN_SCOPE), the lists it names, and for
     a `counted` search whose count is remembered, the sum of their changes (search_counts.py). A task's
     subtasks are in its list: `parent_id` reads them from the parent index, then checks the list."""
@@ -232,7 +234,9 @@ def _read_way(shape: tuple[Any, ...], matches: int, page_end: int, tasks: int, l
     return listing_sql.AtOnce(lists) if matches <= passed else listing_sql.Walked(lists)
 
 
-async def _count(connection: Any, shape: tuple[Any, ...], scope: Scope, parameters: dict[str, Any], changes: search_counts.Changes | None) -> int:
+async def _count(
+    connection: Any, shape: tuple[Any, ...], scope: Scope, parameters: dict[str, Any], changes: search_counts.Changes | None,
+) -> int:
     """The listing's total: from the counts the writes keep where they give it, else counted, a search
     over named lists whose changes were read (`changes`) counted once while they stay the same."""
     if counts.answers(shape):

@@ -38,13 +38,13 @@ _remembered: OrderedDict[tuple[Any, ...], int] = OrderedDict()
 
 
 def remembers(shape: tuple[Any, ...]) -> bool:
-    """Whether a listing of this shape has its count remembered: a search, filtered by nothing but
-    state and priorities besides, over the caller's lists."""
+    """Whether a listing of this shape has its count remembered: a search over the caller's lists,
+    filtered by nothing but state and priorities besides."""
     (_completed, text, _priorities, tags, due_before, due_after, overdue, due_on, one_list, parent, assignee,
      many_tasks) = shape
-    return bool(many_tasks and text) and not (tags or due_before or due_after or due_on or one_list or parent) and (
-        overdue is None and assignee is None
-    )
+    filtered_otherwise = (tags or due_before or due_after or due_on or one_list or parent
+                          or overdue is not None or assignee is not None)
+    return bool(many_tasks and text) and not filtered_otherwise
 
 
 def lists_named(scope: Scope) -> int:
@@ -64,12 +64,16 @@ def _count_with_changes(shape: tuple[Any, ...], scope: Scope) -> sa.Select:
     count = listing_sql.count_statement(shape, scope)
     named = tuple(listing_sql.scope_list(index) for index in range(lists_named(scope)))
     statement = sa.select(
-        count.scalar_subquery().label("total"), counts.changes_of(named).label("changes"), counts.COUNTS_FILE.label("counts_file")
+        count.scalar_subquery().label("total"),
+        counts.changes_of(named).label("changes"),
+        counts.COUNTS_FILE.label("counts_file"),
     )
     return listing_sql.planned_per_call(statement, shape)  # as the count alone: for its values
 
 
-async def count(connection: Any, shape: tuple[Any, ...], scope: Scope, parameters: dict[str, Any], changes: Changes) -> int:
+async def count(
+    connection: Any, shape: tuple[Any, ...], scope: Scope, parameters: dict[str, Any], changes: Changes,
+) -> int:
     """The listing's count over its named lists, whose changes were `changes` when read with them."""
     key = _key(shape, parameters, changes)
     total = _remembered.get(key)

@@ -120,6 +120,10 @@ def test_a_search_is_counted_once_while_nothing_changes_and_exactly_after_every_
     assert total(me, q="report") == 3
     sql(sql_engine, "UPDATE task SET description = 'the report' WHERE id = :id", id=mine[3]["id"])
     assert total(me, q="report") == 4
+    # Tags add no change, so a search with a tag is counted every time: it follows a tag's change.
+    assert total(me, q="report", tag="home") == 0
+    ok(me.patch(f"/api/tasks/{mine[3]['id']}", json={"tags": ["home"]}))
+    assert total(me, q="report", tag="home") == 1
     sql(sql_engine, "UPDATE task SET completed = true WHERE id = :id", id=mine[1]["id"])
     assert total(me, q="report", completed="false") == 3
     assert total(me, q="report", priority="high") == 0

@@ -23,12 +23,12 @@ from sqlalchemy.dialects.postgresql import psycopg as postgresql_psycopg
 from sqlalchemy.dialects.sqlite import pysqlite
 
 from config import Settings
-from drivers import DatabaseUnavailable, Driver, PostgresDriver, SchemaMismatch, SqliteDriver, WriteConflict
+from drivers import DatabaseBusy, DatabaseUnavailable, Driver, PostgresDriver, SchemaMismatch, SqliteDriver, WriteConflict
 from pools import PostgresPool, SqlitePool
 
 __all__ = [
-    "Connection", "Database", "database_of", "DatabaseUnavailable", "DuplicateKey", "SchemaMismatch", "upgrade_schema",
-    "WriteConflict",
+    "Connection", "Database", "database_of", "DatabaseBusy", "DatabaseUnavailable", "DuplicateKey", "SchemaMismatch",
+    "upgrade_schema", "WriteConflict",
 ]
 
 log = logging.getLogger("task_api.db")
@@ -330,6 +330,8 @@ class Connection:
             raise WriteConflict("the database undid a write that collided with another") from error
         if driver.is_unavailable(error):
             self.broken = True  # a server-side timeout, a lock wait: this connection is not reused
+            if driver.is_busy(error):
+                raise DatabaseBusy("the server stopped the statement at its deadline") from error
             raise DatabaseUnavailable("the database did not answer") from error
         if driver.is_duplicate_key(error):
             raise DuplicateKey() from error

@@ -48,6 +48,19 @@ class DatabaseUnavailable(Exception):
     log_message = "database unavailable"
 
 
+class DatabaseBusy(DatabaseUnavailable):
+    """The database answers, but not this request within its deadline: no pooled connection became
+    free, a lock stayed held (a row another write holds; on SQLite, the one writer's lock), or the
+    server cancelled the statement at its own timeout."""
+
+    public_detail = (
+        "The database is busy: this request was not served within the deadline (every database session in "
+        "use, data locked by another request, or a statement stopped at its timeout). Retry after the number "
+        "of seconds in Retry-After."
+    )
+    log_message = "database busy"
+
+
 class WriteConflict(DatabaseUnavailable):
     """The database undid a write because it collided with a concurrent one (a deadlock, or a
     serialization failure): nothing of it was applied. Transient, like an outage: 503 with
@@ -110,6 +123,11 @@ class Driver:
 
     def is_unavailable(self, error: BaseException) -> bool:
         raise NotImplementedError
+
+    def is_busy(self, error: BaseException) -> bool:
+        """Of the unavailable: the server gave up on the statement at its own deadline (a lock wait,
+        a timeout): it answers, but not in time."""
+        return False
 
     def write_was_not_applied(self, error: BaseException) -> bool:
         """The connection broke in a way that proves the statement running on it was not applied."""
@@ -254,6 +272,10 @@ class PostgresDriver(Driver):
         # Connection failures, server shutdown, statement and lock timeouts: all OperationalError.
         return isinstance(error, (psycopg.OperationalError, OSError))
 
+    def is_busy(self, error: BaseException) -> bool:
+        # 55P03 (lock_timeout), 57014 (statement_timeout: the server's, set a moment before ours)
+        return isinstance(error, (psycopg.errors.LockNotAvailable, psycopg.errors.QueryCanceled))
+
     def is_write_conflict(self, error: BaseException) -> bool:
         """SQLSTATE 40P01 (deadlock_detected: two writes waiting on each other's rows, such as a
         cascade completion and a move of the same subtree) and 40001 (serialization_failure). Both
@@ -334,6 +356,11 @@ class SqliteDriver(Driver):
         "too many SQL variables", "string or blob too big" and the like are refusals of a statement."""
         code = getattr(error, "sqlite_errorcode", None)
         return isinstance(error, sqlite3.Error) and code is not None and (code & 0xFF) in SQLITE_UNAVAILABLE_CODES
+
+    def is_busy(self, error: BaseException) -> bool:
+        code = getattr(error, "sqlite_errorcode", None)
+        busy = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)  # another connection's lock, past the busy timeout
+        return isinstance(error, sqlite3.Error) and code is not None and (code & 0xFF) in busy
 
     def is_duplicate_key(self, error: BaseException) -> bool:
         return isinstance(error, sqlite3.IntegrityError) and str(error).startswith("UNIQUE")

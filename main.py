@@ -90,8 +90,9 @@ COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
     500: {"model": ErrorBody, "description": "Unexpected error (INTERNAL_ERROR); nothing internal is exposed."},
     503: {
         "model": ErrorBody,
-        "description": "The database is unreachable, or it undid a write that collided with a concurrent one "
-        "(nothing changed) (SERVICE_UNAVAILABLE); see Retry-After.",
+        "description": "The database is unreachable, or busy (no connection, lock or answer within the deadline), "
+        "or it undid a write that collided with a concurrent one (nothing changed) (SERVICE_UNAVAILABLE); the detail "
+        "says which; see Retry-After.",
     },
 }
 

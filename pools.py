@@ -17,7 +17,7 @@ import aiosqlite
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolClosed, PoolTimeout
 
-from drivers import DatabaseUnavailable, PostgresDriver, SqliteDriver
+from drivers import DatabaseBusy, DatabaseUnavailable, PostgresDriver, SqliteDriver
 
 # How long psycopg_pool keeps retrying (with backoff) to replace a connection before it gives up and
 # waits for demand; short, so that after an outage no replacement sleeps long in its backoff.
@@ -69,7 +69,7 @@ class Pool:
             async with asyncio.timeout(self.checkout_timeout):
                 await primitive.acquire()
         except TimeoutError:
-            raise DatabaseUnavailable("no database connection became free in time") from None
+            raise DatabaseBusy("no database connection became free in time") from None
         finally:
             self.waiting -= 1
 
@@ -118,6 +118,8 @@ class SqlitePool(Pool):
         try:
             return await self.driver.connect(self.checkout_timeout)
         except sqlite3.Error as error:
+            if self.driver.is_busy(error):  # its setup waits on another connection's lock
+                raise DatabaseBusy("the database stayed locked while opening a connection") from error
             raise DatabaseUnavailable("could not open the database") from error
 
     async def release(self, raw: aiosqlite.Connection, *, broken: bool) -> None:
@@ -236,7 +238,7 @@ class PostgresPool(Pool):
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise DatabaseUnavailable("no database connection became free in time")
+                raise DatabaseBusy("no database connection became free in time")
             if self.pool.get_stats()["pool_available"]:
                 raw = await self._getconn(remaining)  # at once
             elif self._connects_failing.is_set():
@@ -288,7 +290,7 @@ class PostgresPool(Pool):
         try:
             return await self.pool.getconn(timeout)
         except (PoolTimeout, PoolClosed) as error:
-            raise DatabaseUnavailable("no database connection became free in time") from error
+            raise DatabaseBusy("no database connection became free in time") from error
 
     async def _wait_for_pooled(self, timeout: float) -> psycopg.AsyncConnection | None:
         """The pool's next free connection; or None as soon as the pool fails to open one (the

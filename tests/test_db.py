@@ -13,7 +13,7 @@ import errors
 import queries
 import store
 from conftest import make_settings
-from db import Database, DatabaseUnavailable, WriteConflict
+from db import Database, DatabaseBusy, DatabaseUnavailable, WriteConflict
 from etags import Precondition
 from task_sql import task_table
 
@@ -36,7 +36,7 @@ def test_a_full_pool_answers_unavailable_after_the_timeout_instead_of_hanging(da
     async def scenario(database: Database):
         async with database.connect():
             started = asyncio.get_running_loop().time()
-            with pytest.raises(DatabaseUnavailable):
+            with pytest.raises(DatabaseBusy):
                 async with database.connect():
                     pass
             return asyncio.get_running_loop().time() - started

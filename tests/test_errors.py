@@ -319,6 +319,7 @@ def test_database_unreachable_is_503_with_retry_after_fast(dead_database_client,
     )
     elapsed = time.monotonic() - started
     body = assert_error(response, 503, "SERVICE_UNAVAILABLE")
+    assert "unreachable" in body["detail"] and "busy" not in body["detail"]
     assert elapsed < 10, elapsed
     assert 1 <= int(response.headers["Retry-After"]) <= 60
     assert response.headers["X-Request-ID"] == "dead-db"

@@ -289,8 +289,10 @@ class PostgresPool(Pool):
     async def _getconn(self, timeout: float) -> psycopg.AsyncConnection:
         try:
             return await self.pool.getconn(timeout)
-        except (PoolTimeout, PoolClosed) as error:
+        except PoolTimeout as error:
             raise DatabaseBusy("no database connection became free in time") from error
+        except PoolClosed as error:  # the service is stopping
+            raise DatabaseUnavailable("the connection pool is closed") from error
 
     async def _wait_for_pooled(self, timeout: float) -> psycopg.AsyncConnection | None:
         """The pool's next free connection; or None as soon as the pool fails to open one (the

@@ -101,6 +101,11 @@ LATENCY = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 RATE_LIMITED = Counter("task_api_rate_limited_requests", "Requests refused with 429 by the rate limit.")
+SEARCH_COUNTS = Counter(
+    "task_api_search_counts",
+    "Counts of a big user's searches: remembered (their lists unchanged since) or counted.",
+    ["outcome"],
+)
 # Gauges of live worker processes, added up ("livesum": a worker that exits drops out).
 POOL_IN_USE = Gauge(
     "task_api_db_pool_connections_in_use", "Database connections handed out to requests.", multiprocess_mode="livesum"
@@ -142,6 +147,10 @@ def record_request(method: str, route: str, status: int, seconds: float) -> None
 
 def record_rate_limited() -> None:
     RATE_LIMITED.inc()
+
+
+def record_search_count(remembered: bool) -> None:
+    SEARCH_COUNTS.labels("remembered" if remembered else "counted").inc()
 
 
 def sample_pool(database: Any) -> None:

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 import counts
 import listing_sql
+import metrics
 from listing_sql import AtOnce, Scope, Walked
 
 
@@ -77,6 +78,7 @@ async def count(
     """The listing's count over its named lists, whose changes were `changes` when read with them."""
     key = _key(shape, parameters, changes)
     total = _remembered.get(key)
+    metrics.record_search_count(remembered=total is not None)
     if total is not None:
         _remembered.move_to_end(key)
         return total

@@ -18,6 +18,7 @@ from config import Settings
 from conftest import TEST_SECRET, mint_token
 from live_server import LiveServer
 from sharing_helpers import default_list_id, person, remove_member, share_list  # noqa: F401 (person: a fixture)
+from test_metrics import samples
 
 CHANGES_OF = "SELECT coalesce(sum(changes), 0) FROM list_task_count WHERE list_id = :list_id"
 
@@ -110,9 +111,14 @@ def test_a_search_is_counted_once_while_nothing_changes_and_exactly_after_every_
     shared = share_list(owner, me, "editor")
     mine = [me.create_task(title=f"report {n}") for n in range(3)] + [me.create_task(title="other")]
     theirs = owner.create_task(title="Report of theirs", list_id=shared)
+    before = me.get("/metrics").text
     assert total(me, q="report") == 4
     assert total(me, q="report") == 4 and total(me, q="report", offset=2) == 4  # again, and its next page
     assert len(many_tasks) == 1
+    after = me.get("/metrics").text
+    for outcome, grew in (("counted", 1), ("remembered", 2)):
+        metric = "task_api_search_counts_total"
+        assert samples(after, metric, outcome=outcome) - samples(before, metric, outcome=outcome) == grew, outcome
     assert total(me, q="report", completed="false") == 4 and len(many_tasks) == 2  # another filter: its own count
 
     # Straight in SQL, as another process would: each is seen at once.

@@ -159,6 +159,11 @@ class Walked:
 Scope = int | AtOnce | Walked | None
 
 
+def lists_named(scope: Scope) -> int:
+    """How many lists the listing names as values (0: it reaches them another way)."""
+    return scope.lists if isinstance(scope, (AtOnce, Walked)) else scope or 0
+
+
 def reads_at_once(scope: Scope) -> bool:
     """One statement over all of the lists (no branch per list)."""
     return scope is IN_SCOPE or isinstance(scope, AtOnce)
@@ -324,7 +329,7 @@ def count_statement(shape: tuple[Any, ...], scope: Scope = IN_SCOPE) -> sa.Selec
     tag_count = shape[3]
     if tag_count and not any(shape[:3]) and not any(shape[4:6]) and shape[6] is None and not any(shape[7:11]):
         return tagged_count(tag_count)
-    named = scope.lists if isinstance(scope, (AtOnce, Walked)) else scope or 0
+    named = lists_named(scope)
     conditions = [*filter_conditions(shape, scoped=not named), *named_lists(shape, named)]
     return planned_per_call(sa.select(sa.func.count()).select_from(task_table).where(*conditions), shape)
 

@@ -241,7 +241,7 @@ async def _count(
     over named lists whose changes were read (`changes`) counted once while they stay the same."""
     if counts.answers(shape):
         return await connection.fetch_value(counts.count_statement(shape), parameters)
-    if changes is not None and search_counts.lists_named(scope):
+    if changes is not None and listing_sql.lists_named(scope):
         return await search_counts.count(connection, shape, scope, parameters, changes)
     return await connection.fetch_value(listing_sql.count_statement(shape, scope), parameters)
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import counts
 import listing_sql
 import metrics
-from listing_sql import AtOnce, Scope, Walked
+from listing_sql import Scope
 
 
 class Changes(NamedTuple):
@@ -48,11 +48,6 @@ def remembers(shape: tuple[Any, ...]) -> bool:
     return bool(many_tasks and text) and not filtered_otherwise
 
 
-def lists_named(scope: Scope) -> int:
-    """How many lists the listing names as values (0: it reaches them another way)."""
-    return scope.lists if isinstance(scope, (AtOnce, Walked)) else scope or 0
-
-
 def _key(shape: tuple[Any, ...], parameters: dict[str, Any], changes: Changes) -> tuple[Any, ...]:
     """The shape, every value but the clock's (the named lists among them), and the lists' changes."""
     values = tuple(sorted((name, tuple(value) if isinstance(value, list) else value)
@@ -63,7 +58,7 @@ def _key(shape: tuple[Any, ...], parameters: dict[str, Any], changes: Changes) -
 @functools.lru_cache(maxsize=64)
 def _count_with_changes(shape: tuple[Any, ...], scope: Scope) -> sa.Select:
     count = listing_sql.count_statement(shape, scope)
-    named = tuple(listing_sql.scope_list(index) for index in range(lists_named(scope)))
+    named = tuple(listing_sql.scope_list(index) for index in range(listing_sql.lists_named(scope)))
     statement = sa.select(
         count.scalar_subquery().label("total"),
         counts.changes_of(named).label("changes"),

@@ -9,7 +9,8 @@ what they may do there is their role's:
 
 Every path asks here, in the statement or the transaction of its read or write, never beforehand:
 
-- reads start from `lists_of_caller(SEE)`: `task.list_id IN (the caller's lists)`;
+- reads start from `lists_of_caller(SEE)`: `task.list_id IN (the caller's lists)`, or name the lists
+  `lists_of` gave, in the same snapshot or checked by `sees_exactly` in their own;
 - single-statement writes put `lists_of_caller(action)` in their own WHERE, so the role is checked
   by the write itself, and a write that matched nothing is explained by `explain_task_miss`
   (404 for a non-member, 403 naming the role needed for a member, else the If-Match 412);
@@ -30,6 +31,7 @@ the few milliseconds they take.
 from dataclasses import dataclass
 from typing import AsyncContextManager
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 from db import Connection, Database
 from errors import ApiError, Forbidden, ListNotFound, PreconditionFailed, TaskNotFound, ValidationFailed
@@ -112,8 +114,21 @@ CALLERS_LISTS = lists_of_caller().order_by(member_table.c.list_id)
 
 
 async def lists_of(connection: Connection, user_id: str) -> list[int]:
-    """The ids of the lists the user sees."""
+    """The ids of the lists the user sees, in order."""
     return [row["list_id"] for row in await connection.fetch_all(CALLERS_LISTS, {"caller": user_id})]
+
+
+def sees_exactly(named: list[sa.BindParameter]) -> sa.ColumnElement[bool]:
+    """PostgreSQL: the lists the caller sees are exactly `named` (values, in `lists_of`'s order), in
+    the snapshot of the statement that carries it. For a read of lists `lists_of` gave earlier: it
+    reads nothing once the caller left or joined a list since (queries.py then looks them up again)."""
+    m = member_table.c
+    seen_now = (
+        sa.select(sa.func.array_agg(postgresql.aggregate_order_by(m.list_id, m.list_id)))
+        .where(m.user_id == sa.bindparam("caller"))
+        .scalar_subquery()
+    )
+    return seen_now == sa.cast(postgresql.array(named), postgresql.ARRAY(sa.Integer))
 
 
 async def role_of(connection: Connection, user_id: str, list_id: int) -> str | None:

@@ -143,6 +143,10 @@ Start = str
 #   the only plan is that walk, so the statement is prepared: after its first five calls on a
 #   connection (PostgreSQL plans those for their values) it keeps one plan, where planning k branches
 #   for their values cost 1-2 ms of each page.
+# Remembered(k): as k, the lists those the caller was seen to have by an earlier listing (queries.py),
+#   not looked up first (a round trip less): the statement reads them only if they are still exactly
+#   the caller's lists (access.sees_exactly), else nothing. Pages only: never a count (an empty page is
+#   read again, a count of 0 could not be told from a stale one).
 IN_SCOPE, EACH_LIST = None, 0
 
 
@@ -156,12 +160,17 @@ class Walked:
     lists: int
 
 
-Scope = int | AtOnce | Walked | None
+@dataclass(frozen=True)
+class Remembered:
+    lists: int
+
+
+Scope = int | AtOnce | Walked | Remembered | None
 
 
 def lists_named(scope: Scope) -> int:
     """How many lists the listing names as values (0: it reaches them another way)."""
-    return scope.lists if isinstance(scope, (AtOnce, Walked)) else scope or 0
+    return scope.lists if isinstance(scope, (AtOnce, Walked, Remembered)) else scope or 0
 
 
 def reads_at_once(scope: Scope) -> bool:
@@ -253,8 +262,12 @@ def each_list(rows: sa.Select, scope: Scope, shape: tuple[Any, ...]) -> sa.FromC
         page = rows.where(*in_list(visible.c.list_id, shape)).limit(sa.bindparam("inner_limit")).lateral("page")
         return sa.select(page).select_from(visible.join(page, sa.true())).subquery("each_list")
     walked = isinstance(scope, Walked)
-    lists = scope.lists if walked else scope
-    branches = [rows.where(*in_list(scope_list(index), shape, walked)).limit(sa.bindparam("inner_limit")) for index in range(lists)]
+    named = [scope_list(index) for index in range(lists_named(scope))]
+    branches = [rows.where(*in_list(list_id, shape, walked)).limit(sa.bindparam("inner_limit")) for list_id in named]
+    if isinstance(scope, Remembered):
+        # Checked once, above the branches (a one-time filter): the branches still merge in order.
+        checked = sa.union_all(*branches).subquery("remembered")
+        return sa.select(checked).where(access.sees_exactly(named)).subquery("each_list")
     return sa.union_all(*branches).subquery("each_list")
 
 
@@ -329,6 +342,8 @@ def count_statement(shape: tuple[Any, ...], scope: Scope = IN_SCOPE) -> sa.Selec
     tag_count = shape[3]
     if tag_count and not any(shape[:3]) and not any(shape[4:6]) and shape[6] is None and not any(shape[7:11]):
         return tagged_count(tag_count)
+    if isinstance(scope, Remembered):
+        raise ValueError("a count never reads remembered lists (an empty result would not say whether they were stale)")
     named = lists_named(scope)
     conditions = [*filter_conditions(shape, scoped=not named), *named_lists(shape, named)]
     return planned_per_call(sa.select(sa.func.count()).select_from(task_table).where(*conditions), shape)

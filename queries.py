@@ -136,26 +136,45 @@ def _segments(sort: str, after: keyset.Cursor | None) -> list[tuple[Start, dict[
     return [("dated_after", values), ("undated", {})]
 
 
+_lists_seen: dict[str, list[int]] = {}  # a user with many tasks -> their lists, as their last listing found them
+
+
 async def _scope_of(
-    connection: Any, filters: TaskFilter, counted: bool,
+    connection: Any, filters: TaskFilter, counted: bool, *, remembered: bool = True,
 ) -> tuple[Scope, list[int], search_counts.Changes | None]:
     """How a PostgreSQL listing reaches the caller's lists (see IN_SCOPE), the lists it names, and for
     a `counted` search whose count is remembered, the sum of their changes (search_counts.py). A task's
-    subtasks are in its list: `parent_id` reads them from the parent index, then checks the list."""
+    subtasks are in its list: `parent_id` reads them from the parent index, then checks the list. A
+    listing that counts nothing over the named lists names the lists its user had last time, if
+    `remembered`, without looking them up (Remembered: its page checks them)."""
     if filters.list_id is not None or filters.parent_id is not None:
         return IN_SCOPE, [], None
     if not filters.many_tasks:
         return EACH_LIST, [], None
     changes = None
-    if counted and search_counts.remembers(filters.shape()):
+    shape = filters.shape()
+    if counted and search_counts.remembers(shape):
         rows = await connection.fetch_all(counts.LISTS_AND_CHANGES, {"caller": filters.user_id})
         lists = [row["list_id"] for row in rows]
         changes = search_counts.Changes(rows[0]["counts_file"], sum(row["changes"] for row in rows)) if rows else None
+    elif remembered and _reads_lists_once(shape, counted) and filters.user_id in _lists_seen:
+        lists = _lists_seen[filters.user_id]
+        return listing_sql.Remembered(len(lists)), lists, None
     else:
         lists = await access.lists_of(connection, filters.user_id)
     if 0 < len(lists) <= MAX_LIST_BRANCHES:
+        if len(_lists_seen) >= 10_000:
+            _lists_seen.clear()
+        _lists_seen[filters.user_id] = lists
         return len(lists), lists, changes
+    _lists_seen.pop(filters.user_id, None)
     return EACH_LIST, [], None
+
+
+def _reads_lists_once(shape: tuple[Any, ...], counted: bool) -> bool:
+    """Whether the page is the listing's only statement over the named lists: uncounted, or counted
+    by the counts the writes keep (and read in one way, not chosen by the count: `_counted_first`)."""
+    return not counted or (counts.answers(shape) and listing_sql.plan_fits_all_values(shape))
 
 
 @dataclass
@@ -194,6 +213,11 @@ async def list_tasks(
             total = await _count(connection, shape, scope, parameters, changes)
             scope = _read_way(shape, total, offset + limit + 1, tasks_seen, len(lists))
         rows = await _page_rows(connection, shape, sort, ascending, parameters, limit + 1, offset, after, scope)
+        if not rows and isinstance(scope, listing_sql.Remembered):
+            # Nothing: no match, or the caller's lists changed since. Looked up, and read again.
+            scope, lists, changes = await _scope_of(connection, filters, counted=count, remembered=False)
+            parameters.update(numbered("scope_list", lists))
+            rows = await _page_rows(connection, shape, sort, ascending, parameters, limit + 1, offset, after, scope)
         has_more = len(rows) > limit
         rows = rows[:limit]
         start = after.offset if after else offset

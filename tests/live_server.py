@@ -34,6 +34,17 @@ def run_in_threads(count: int, work: Callable[[int], None], *, timeout: float = 
     assert not any(thread.is_alive() for thread in threads), "a request hung"
 
 
+def released_together(work: list[Callable[[], None]], *, timeout: float = 60.0) -> None:
+    """Each callable in a thread of its own, all released at once by a barrier; waits for all."""
+    barrier = threading.Barrier(len(work))
+
+    def run(index: int) -> None:
+        barrier.wait(timeout=30)
+        work[index]()
+
+    run_in_threads(len(work), run, timeout=timeout)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

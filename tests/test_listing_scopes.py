@@ -83,19 +83,25 @@ def scope(request, monkeypatch, backend):
     if request.param == "past_the_branches":
         monkeypatch.setattr(queries, "MAX_LIST_BRANCHES", 2)
     monkeypatch.setattr(queries, "_read_way", lambda shape, matches, page_end, tasks, lists: way(lists) if way else lists)
-    scopes_read = []
-    usual_page_statement = listing_sql.page_statement
-
-    def page_statement(shape, sort, ascending, start="offset", scope=listing_sql.IN_SCOPE):
-        scopes_read.append(scope)
-        return usual_page_statement(shape, sort, ascending, start, scope)
-
-    monkeypatch.setattr(listing_sql, "page_statement", page_statement)
+    scopes_read = record_scopes(monkeypatch)
     yield request.param
     filtered_listings_asked = request.node.name.startswith("test_every_listing") and backend == "postgres"
     for kind in (listing_sql.AtOnce, listing_sql.Walked):
         read_so = any(isinstance(scope, kind) for scope in scopes_read)
         assert read_so == (kind is way and filtered_listings_asked), kind
+
+
+def record_scopes(monkeypatch) -> list:
+    """The scope of every page statement built from now on (how it reached the lists), in order."""
+    scopes = []
+    usual = listing_sql.page_statement
+
+    def page_statement(shape, sort, ascending, start="offset", scope=listing_sql.IN_SCOPE):
+        scopes.append(scope)
+        return usual(shape, sort, ascending, start, scope)
+
+    monkeypatch.setattr(listing_sql, "page_statement", page_statement)
+    return scopes
 
 
 def subtask_queries(user) -> list[dict]:

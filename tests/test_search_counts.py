@@ -5,7 +5,6 @@ another worker's would be, of which this process hears nothing).
 
 The changes themselves are kept on both databases; the counts are remembered on PostgreSQL, for a
 user with many tasks (forced here, but for the real service's two workers, racing: the last test)."""
-import threading
 import uuid
 
 import httpx
@@ -16,7 +15,7 @@ import queries
 import search_counts
 from config import Settings
 from conftest import TEST_SECRET, mint_token
-from live_server import LiveServer
+from live_server import LiveServer, released_together
 from sharing_helpers import default_list_id, person, remove_member, share_list  # noqa: F401 (person: a fixture)
 from test_metrics import samples
 
@@ -201,17 +200,7 @@ def test_two_workers_count_a_search_exactly_after_every_acknowledged_write(scrat
                     lambda: ok(http.patch(f"/api/tasks/{notes[round_number]}", json={"description": "a report"})),
                     lambda: during.append(counted() - before),
                 ]
-                barrier = threading.Barrier(len(work))
-
-                def run(index: int) -> None:
-                    barrier.wait(timeout=30)
-                    work[index]()
-
-                threads = [threading.Thread(target=run, args=(index,)) for index in range(len(work))]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join(60)
+                released_together(work)
                 after = matches()
                 assert after == before + 2
                 disagreed += [round_number for _ in range(4) if counted() != after]

@@ -143,7 +143,7 @@ async def _scope_of(
     connection: Any, filters: TaskFilter, counted: bool, *, remembered: bool = True,
 ) -> tuple[Scope, list[int], search_counts.Changes | None]:
     """How a PostgreSQL listing reaches the caller's lists (see IN_SCOPE), the lists it names, and for
-    a `counted` search whose count is remembered, the sum of their changes (search_counts.py). A task's
+    a search whose count is remembered, the sum of their changes (search_counts.py). A task's
     subtasks are in its list: `parent_id` reads them from the parent index, then checks the list. A
     listing that counts nothing over the named lists names the lists its user had last time, if
     `remembered`, without looking them up (Remembered: its page checks them)."""
@@ -153,7 +153,7 @@ async def _scope_of(
         return EACH_LIST, [], None
     changes = None
     shape = filters.shape()
-    if counted and search_counts.remembers(shape):
+    if search_counts.remembers(shape):
         rows = await connection.fetch_all(counts.LISTS_AND_CHANGES, {"caller": filters.user_id})
         lists = [row["list_id"] for row in rows]
         changes = search_counts.Changes(rows[0]["counts_file"], sum(row["changes"] for row in rows)) if rows else None
@@ -212,6 +212,11 @@ async def list_tasks(
         if count and _counted_first(shape, sort, scope):
             total = await _count(connection, shape, scope, parameters, changes)
             scope = _read_way(shape, total, offset + limit + 1, tasks_seen, len(lists))
+        elif changes is not None and _counted_first(shape, sort, scope):
+            # Uncounted, but a search whose count is remembered: it chooses how the page is read too.
+            matches = search_counts.known(shape, parameters, changes)
+            if matches is not None:
+                scope = _read_way(shape, matches, offset + limit + 1, tasks_seen, len(lists))
         rows = await _page_rows(connection, shape, sort, ascending, parameters, limit + 1, offset, after, scope)
         if not rows and isinstance(scope, listing_sql.Remembered):
             # Nothing: no match, or the caller's lists changed since. Looked up, and read again.

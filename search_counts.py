@@ -84,6 +84,16 @@ async def count(
     return row["total"]
 
 
+def known(shape: tuple[Any, ...], parameters: dict[str, Any], changes: Changes) -> int | None:
+    """The listing's count if it is remembered (nothing is counted): for a page that sends no count,
+    to choose how it is read, as a counted page's count does (queries._read_way)."""
+    key = _key(shape, parameters, changes)
+    total = _remembered.get(key)
+    if total is not None:
+        _remembered.move_to_end(key)
+    return total
+
+
 def forget() -> None:
     """Forget every count (the benches: a search asked for the first time)."""
     _remembered.clear()

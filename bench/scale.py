@@ -112,6 +112,20 @@ def asked_first(run: Callable[[Database], Awaitable[Any]]) -> Callable[[Database
     return first_time
 
 
+def after_its_count(counted: Callable[[Database], Awaitable[Any]], uncounted: Callable[[Database], Awaitable[Any]]) -> Callable[[Database], Awaitable[Any]]:
+    """The uncounted listing, its count remembered by the counted one, called once first (a client
+    paging with count=false after a first page with its count: search_counts.known)."""
+    done: list[bool] = []
+
+    async def run(database: Database) -> Any:
+        if not done:
+            await counted(database)
+            done.append(True)
+        return await uncounted(database)
+
+    return run
+
+
 def cases_for(user_id: str, ids: dict[str, Any], who: str, tasks: int) -> list[Case]:
     """Every case, for the user who sees `tasks` tasks (`who`: the prefix of their ids' names)."""
     list_id, parent_id = ids[f"{who}_list"], ids[f"{who}_parent"]
@@ -146,6 +160,8 @@ def cases_for(user_id: str, ids: dict[str, Any], who: str, tasks: int) -> list[C
         cases += [
             Case("count=false", listing(user_id, count=False)),
             Case("q=report (common), count=false", listing(user_id, q="report", count=False)),
+            Case("q=report, count=false after its count",
+                 after_its_count(listing(user_id, q="report"), listing(user_id, q="report", count=False))),
             Case(f"offset={deep} by cursor", cursor_listing(user_id, deep)),
             Case(f"sort=due_date&order=desc, {deep} by cursor", cursor_listing(user_id, deep, sort="due_date", order="desc")),
             Case(f"sort=title, {deep} by cursor", cursor_listing(user_id, deep, sort="title")),

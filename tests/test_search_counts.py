@@ -11,12 +11,14 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+import listing_sql
 import queries
 import search_counts
 from config import Settings
 from conftest import TEST_SECRET, mint_token
 from live_server import LiveServer, released_together
 from sharing_helpers import default_list_id, person, remove_member, share_list  # noqa: F401 (person: a fixture)
+from test_listing_scopes import record_scopes
 from test_metrics import samples
 
 CHANGES_OF = "SELECT coalesce(sum(changes), 0) FROM list_task_count WHERE list_id = :list_id"
@@ -160,6 +162,28 @@ def test_a_table_of_counts_made_again_forgets_what_was_counted_from_the_old_one(
         columns = ", ".join(rows[0])
         connection.execute(sa.text(f"INSERT INTO list_task_count ({columns}) VALUES ({', '.join(f':{c}' for c in rows[0])})"), rows)
     assert total(me, q="report") == 1 and len(many_tasks) == 2
+
+
+def test_an_uncounted_page_of_a_search_is_read_the_way_its_remembered_count_chooses(person, many_tasks, monkeypatch):
+    """`count=false` counts nothing, but a count remembered for the same search (its earlier pages)
+    chooses how the page is read (few matches at once, many walked), as a counted page's does; the
+    page is the same, and a change since leaves it to the usual way."""
+    me = person("reader")
+    wanted = [me.create_task(title=f"report {n}")["id"] for n in range(4)] + [me.create_task(title="other")["id"]]
+    scopes = record_scopes(monkeypatch)
+
+    def page(**params) -> list[int]:
+        return [task["id"] for task in ok(me.get("/api/tasks", params={"q": "report", "limit": 3, **params}))]
+
+    usual = page(count="false")
+    assert isinstance(scopes[-1], int) and len(many_tasks) == 0  # nothing remembered yet: each list planned
+    assert page() == usual and len(many_tasks) == 1  # counted, so remembered
+    assert page(count="false") == usual and isinstance(scopes[-1], listing_sql.AtOnce)
+    monkeypatch.setattr(queries, "_read_way", lambda shape, matches, page_end, tasks, lists: listing_sql.Walked(lists))
+    assert page(count="false") == usual and isinstance(scopes[-1], listing_sql.Walked)
+    newest = me.create_task(title="the newest report")["id"]
+    assert page(count="false") == [newest, *usual[:2]] and isinstance(scopes[-1], int)
+    assert len(many_tasks) == 1 and wanted[-1] not in usual
 
 
 # ------------------------------------------------ two workers, each remembering, writes racing reads

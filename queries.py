@@ -172,9 +172,13 @@ async def _scope_of(
 
 
 def _reads_lists_once(shape: tuple[Any, ...], counted: bool) -> bool:
-    """Whether the page is the listing's only statement over the named lists: uncounted, or counted
-    by the counts the writes keep (and read in one way, not chosen by the count: `_counted_first`)."""
-    return not counted or (counts.answers(shape) and listing_sql.plan_fits_all_values(shape))
+    """Whether the page is the listing's only statement over the named lists, read in one way: no
+    count over them (none asked for, or the one the writes keep), and none choosing how the page is
+    read (`_counted_first`: a filtered page with a count asked for or kept)."""
+    kept = counts.answers(shape)
+    counts_the_lists = counted and not kept
+    chooses_the_way = not listing_sql.plan_fits_all_values(shape) and (counted or kept)
+    return not counts_the_lists and not chooses_the_way
 
 
 @dataclass
@@ -209,12 +213,9 @@ async def list_tasks(
             scope, lists, changes = await _scope_of(connection, filters, counted=count)
         shape, parameters = filters.shape(), {**filters.parameters(), **numbered("scope_list", lists)}
         total = None
-        if count and _counted_first(shape, sort, scope):
-            total = await _count(connection, shape, scope, parameters, changes)
-            scope = _read_way(shape, total, offset + limit + 1, tasks_seen, len(lists))
-        elif changes is not None and _counted_first(shape, sort, scope):
-            # Uncounted, but a search whose count is remembered: it chooses how the page is read too.
-            matches = search_counts.known(shape, parameters, changes)
+        if _counted_first(shape, sort, scope):
+            matches = await _matches(connection, shape, scope, parameters, changes, count)
+            total = matches if count else None
             if matches is not None:
                 scope = _read_way(shape, matches, offset + limit + 1, tasks_seen, len(lists))
         rows = await _page_rows(connection, shape, sort, ascending, parameters, limit + 1, offset, after, scope)
@@ -244,9 +245,26 @@ async def list_tasks(
 
 def _counted_first(shape: tuple[Any, ...], sort: str, scope: Scope) -> bool:
     """Whether the count comes before the page, to choose how the page reads the lists (`_read_way`):
-    a big user's filtered listing in a sorted order, its lists named one branch each. (A page with
-    more after it needs the count anyway.)"""
-    return bool(scope) and sort != "position" and not listing_sql.plan_fits_all_values(shape)
+    a big user's filtered listing in a sorted order, its lists named one branch each (never lists
+    remembered: only their own page checks them). (A page with more after it needs the count anyway.)"""
+    return (
+        bool(scope) and not isinstance(scope, listing_sql.Remembered)
+        and sort != "position" and not listing_sql.plan_fits_all_values(shape)
+    )
+
+
+async def _matches(
+    connection: Any, shape: tuple[Any, ...], scope: Scope, parameters: dict[str, Any],
+    changes: search_counts.Changes | None, counted: bool,
+) -> int | None:
+    """How many tasks match: counted if the listing is `counted`; else where it is known without
+    counting them (the counts the writes keep, a search's remembered count), to choose how an uncounted
+    page is read as a counted one's is; else None."""
+    if counted or counts.answers(shape):
+        return await _count(connection, shape, scope, parameters, changes)
+    if changes is not None:
+        return search_counts.known(shape, parameters, changes)
+    return None
 
 
 def _read_way(shape: tuple[Any, ...], matches: int, page_end: int, tasks: int, lists: int) -> Scope:

@@ -159,6 +159,7 @@ def cases_for(user_id: str, ids: dict[str, Any], who: str, tasks: int) -> list[C
     if hasattr(queries, "cursor_at"):
         cases += [
             Case("count=false", listing(user_id, count=False)),
+            Case("priority=high, count=false", listing(user_id, priority=["high"], count=False)),
             Case("q=report (common), count=false", listing(user_id, q="report", count=False)),
             Case("q=report, count=false after its count",
                  after_its_count(listing(user_id, q="report"), listing(user_id, q="report", count=False))),

@@ -31,6 +31,11 @@ QUERIES = [
     {"limit": "4", "sort": "due_date", "order": "desc", "offset": "5"},
     {"priority": ["high", "low"], "sort": "due_date"},
     {"q": "milk", "sort": "due_date", "order": "desc"},
+    {"count": "false"},
+    {"completed": "false", "count": "false"},
+    {"tag": ["home"], "count": "false", "sort": "title"},
+    {"priority": ["high", "low"], "count": "false", "sort": "due_date"},
+    {"q": "milk", "count": "false"},
 ]
 
 

@@ -77,6 +77,21 @@ def test_a_big_users_pages_follow_every_change_of_their_lists_at_once(person, bi
     assert listed(owner) == (theirs, "2")
 
 
+def test_an_uncounted_filtered_page_is_read_the_way_its_kept_count_chooses(person, big, backend):
+    """`count=false` sends no count, but where the writes keep it (state, priority, one tag) it is read
+    anyway (a few rows) to choose how the page reads the lists, as a counted page's count does; the
+    lists are looked up for it, not remembered."""
+    me = person("reader")
+    done = [me.create_task(title=f"done {n}", completed=True)["id"] for n in range(3)]
+    open_ids = {me.create_task(title=f"open {n}")["id"] for n in range(4)}
+    sees(me, open_ids | set(done))
+    reads = len(big)
+    assert listed(me, completed="false", count="false") == (open_ids, None)
+    assert listed(me, completed="true", count="false", sort="title") == (set(done), None)
+    if backend == "postgres":
+        assert all(isinstance(scope, (listing_sql.AtOnce, listing_sql.Walked)) for scope in big[reads:]), big[reads:]
+
+
 def test_lists_remembered_wrongly_read_nothing_that_is_not_the_callers(person, big, backend):
     """As if the memory were forged: a stranger's list in place of one of the caller's, or beside
     them. The page reads none of it, and the caller's own tasks all the same."""

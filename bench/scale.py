@@ -4,8 +4,10 @@ of a user with 100,000 tasks in lists shared with them, timed on PostgreSQL.
 Usage (from the repository root):
 
     .venv/bin/python bench/scale.py [--database-url postgresql://postgres@127.0.0.1:5432/taskapi_scale]
-                                    [--runs 20] [--big-tasks 100000] [--shared-tasks 100000]
+                                    [--runs 20] [--warmups 2] [--big-tasks 100000] [--shared-tasks 100000]
                                     [--small-users 2000] [--keep] [--reuse] [--only CASE]
+
+    .venv/bin/python bench/scale.py --reuse --keep --warmups 50 --runs 400 --only "by cursor"   # steady state
 
 What it does, in about 3 to 6 minutes on 2 cores (seeding ~1.5 min, each of ~111 cases at most
 --runs + 2 calls, every call bounded by the service's statement deadline of 5 s):
@@ -30,7 +32,10 @@ What it does, in about 3 to 6 minutes on 2 cores (seeding ~1.5 min, each of ~111
    driver and the Python around them), PASS/FAIL against 20 ms, and the indexes PostgreSQL uses for
    the statements it sent (plain EXPLAIN of the captured SQL and parameters). A case whose first
    call fails (the statement deadline, say) is an ERROR with the plan of what it sent; one whose
-   second warm-up takes over a second is timed 3 times.
+   second warm-up takes over a second is timed 3 times. With 2 warm-ups a prepared statement is still
+   in its first five calls on some of the pool's connections (PostgreSQL plans those for their
+   values, 1-2 ms for a page of nine lists, before keeping one plan): `--warmups 50 --runs 400`
+   times the steady state.
 3. Writes everything to bench/results/scale.json (not committed). Exit status 1 if a case failed.
 """
 import argparse
@@ -191,7 +196,9 @@ def plan_summary(engine: sa.Engine, statements: list[tuple[str, Any]]) -> tuple[
     return list(dict.fromkeys(used)), list(dict.fromkeys(seq))
 
 
-async def time_case(database: Database, case: Case, runs: int, statements: list[tuple[str, Any]]) -> list[float]:
+async def time_case(
+    database: Database, case: Case, runs: int, statements: list[tuple[str, Any]], warmups: int = 2,
+) -> list[float]:
     """The case's timings; `statements` gets the SQL and parameters of one call (even if it fails)."""
     with explain.captured_statements() as captured:
         try:
@@ -206,7 +213,9 @@ async def time_case(database: Database, case: Case, runs: int, statements: list[
         finally:
             statements += captured
     if (time.perf_counter() - started) * 1000 > SLOW_MS:
-        runs = min(runs, SLOW_RUNS)
+        runs, warmups = min(runs, SLOW_RUNS), 2
+    for _ in range(warmups - 2):
+        await case.run(database)
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -220,7 +229,9 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-async def run_cases(url: str, groups: dict[str, list[Case]], runs: int, engine: sa.Engine) -> list[dict[str, Any]]:
+async def run_cases(
+    url: str, groups: dict[str, list[Case]], runs: int, engine: sa.Engine, warmups: int = 2,
+) -> list[dict[str, Any]]:
     settings = Settings(_env_file=None, database_url=url, better_auth_secret=secrets.token_urlsafe(48))
     database = Database(settings)
     results = []
@@ -231,7 +242,7 @@ async def run_cases(url: str, groups: dict[str, list[Case]], runs: int, engine: 
                 statements: list[tuple[str, Any]] = []
                 failure = ""
                 try:
-                    timings = await time_case(database, case, runs, statements)
+                    timings = await time_case(database, case, runs, statements, warmups)
                 except Exception as error:  # the statement deadline, say: this case fails, the others run
                     timings, failure = [], f"{type(error).__name__}: {error}"
                 used, seq = plan_summary(engine, statements)
@@ -255,7 +266,8 @@ async def run_cases(url: str, groups: dict[str, list[Case]], runs: int, engine: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=DEFAULT_URL, help=f"a scratch database, recreated (default {DEFAULT_URL})")
-    parser.add_argument("--runs", type=int, default=20, help="timed calls per case (after 2 warm-ups)")
+    parser.add_argument("--runs", type=int, default=20, help="timed calls per case (after the warm-ups)")
+    parser.add_argument("--warmups", type=int, default=2, help="untimed calls per case first (at least 2)")
     parser.add_argument("--big-tasks", type=int, default=100_000)
     parser.add_argument("--shared-tasks", type=int, default=100_000,
                         help=f"in the {scale_seed.SHARED_LISTS} lists shared with {scale_seed.SHARED_USER} (0: no such group)")
@@ -288,7 +300,7 @@ def main() -> int:
         groups[shared] = cases_for(scale_seed.SHARED_USER, ids, "shared", args.shared_tasks)
     if args.only:
         groups = {who: [case for case in cases if args.only in case.name] for who, cases in groups.items()}
-    results = asyncio.run(run_cases(url, groups, args.runs, engine))
+    results = asyncio.run(run_cases(url, groups, args.runs, engine, max(2, args.warmups)))
     engine.dispose()
     if not args.keep:
         explain.drop_database(url)

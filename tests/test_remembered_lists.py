@@ -6,7 +6,6 @@ nothing that is not the caller's.
 
 PostgreSQL remembers (for users with many tasks: forced here, but for the real service's two
 workers in the last test); SQLite looks the lists up every time, and must show the same."""
-import uuid
 
 import httpx
 import pytest

@@ -122,12 +122,8 @@ def sees_exactly(named: list[sa.BindParameter]) -> sa.ColumnElement[bool]:
     """PostgreSQL: the lists the caller sees are exactly `named` (values, in `lists_of`'s order), in
     the snapshot of the statement that carries it. For a read of lists `lists_of` gave earlier: it
     reads nothing once the caller left or joined a list since (queries.py then looks them up again)."""
-    m = member_table.c
-    seen_now = (
-        sa.select(sa.func.array_agg(postgresql.aggregate_order_by(m.list_id, m.list_id)))
-        .where(m.user_id == sa.bindparam("caller"))
-        .scalar_subquery()
-    )
+    visible = lists_of_caller(SEE).subquery("visible")
+    seen_now = sa.select(sa.func.array_agg(postgresql.aggregate_order_by(visible.c.list_id, visible.c.list_id))).scalar_subquery()
     return seen_now == sa.cast(postgresql.array(named), postgresql.ARRAY(sa.Integer))
 
 

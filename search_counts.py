@@ -71,11 +71,9 @@ async def count(
     connection: Any, shape: tuple[Any, ...], scope: Scope, parameters: dict[str, Any], changes: Changes,
 ) -> int:
     """The listing's count over its named lists, whose changes were `changes` when read with them."""
-    key = _key(shape, parameters, changes)
-    total = _remembered.get(key)
+    total = known(shape, parameters, changes)
     metrics.record_search_count(remembered=total is not None)
     if total is not None:
-        _remembered.move_to_end(key)
         return total
     row = await connection.fetch_one(_count_with_changes(shape, scope), parameters)
     _remembered[_key(shape, parameters, Changes(row["counts_file"], row["changes"]))] = row["total"]
